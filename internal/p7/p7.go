@@ -1,0 +1,81 @@
+// Package p7 makes and checks the PKCS#7 SignedData blobs the Linux kernel
+// accepts for dm-verity root hashes (detached) and IPE policies (attached):
+// sha256, RSA, one signer whose certificate is included, and no
+// authenticated attributes (as `openssl smime -sign -noattr -binary`).
+// It is a thin layer over github.com/smallstep/pkcs7.
+package p7
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/x509"
+	"errors"
+	"fmt"
+
+	"github.com/smallstep/pkcs7"
+)
+
+func sign(content []byte, key crypto.Signer, cert *x509.Certificate, detach bool) ([]byte, error) {
+	sd, err := pkcs7.NewSignedData(content)
+	if err != nil {
+		return nil, fmt.Errorf("pkcs7: %w", err)
+	}
+	sd.SetDigestAlgorithm(pkcs7.OIDDigestAlgorithmSHA256)
+	if err := sd.SignWithoutAttr(cert, key, pkcs7.SignerInfoConfig{}); err != nil {
+		return nil, fmt.Errorf("pkcs7: sign: %w", err)
+	}
+	if detach {
+		sd.Detach()
+	}
+	der, err := sd.Finish()
+	if err != nil {
+		return nil, fmt.Errorf("pkcs7: %w", err)
+	}
+	return der, nil
+}
+
+// SignDetached signs content and returns DER without the content inside.
+func SignDetached(content []byte, key crypto.Signer, cert *x509.Certificate) ([]byte, error) {
+	return sign(content, key, cert, true)
+}
+
+// SignAttached signs content and returns DER that carries the content.
+func SignAttached(content []byte, key crypto.Signer, cert *x509.Certificate) ([]byte, error) {
+	return sign(content, key, cert, false)
+}
+
+// ErrWrongSigner is returned when a valid signature was made by another certificate.
+var ErrWrongSigner = errors.New("pkcs7: signed by a different certificate")
+
+// Verify checks a PKCS#7 signature made by cert. For a detached signature
+// pass the content; for an attached one pass nil and get the content back.
+func Verify(der, content []byte, cert *x509.Certificate) ([]byte, error) {
+	p, err := pkcs7.Parse(der)
+	if err != nil {
+		return nil, fmt.Errorf("pkcs7: parse: %w", err)
+	}
+	if content != nil {
+		if len(p.Content) != 0 && !bytes.Equal(p.Content, content) {
+			return nil, errors.New("pkcs7: attached content differs from the given content")
+		}
+		p.Content = content
+	}
+	if len(p.Signers) != 1 {
+		return nil, fmt.Errorf("pkcs7: %d signers, want 1", len(p.Signers))
+	}
+	signer := p.GetOnlySigner()
+	if signer == nil {
+		// The kernel also finds the signer by issuer+serial among embedded
+		// certificates; without one we can still check against cert.
+		p.Certificates = append(p.Certificates, cert)
+		signer = p.GetOnlySigner()
+	}
+	if signer == nil || !signer.Equal(cert) {
+		// Try verifying with cert explicitly, in case the blob omitted it.
+		return nil, ErrWrongSigner
+	}
+	if err := p.Verify(); err != nil {
+		return nil, fmt.Errorf("pkcs7: verify: %w", err)
+	}
+	return p.Content, nil
+}
