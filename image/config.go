@@ -1,0 +1,325 @@
+package image
+
+import (
+	"bytes"
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// APIVersion and Kind identify an osguard image configuration.
+const (
+	APIVersion = "osguard.dev/v1alpha1"
+	Kind       = "Image"
+)
+
+// Config is an osguard.yaml file. Every field has a default; the zero
+// Config plus Defaults() is the embedded default profile.
+type Config struct {
+	APIVersion string   `yaml:"apiVersion"`
+	Kind       string   `yaml:"kind"`
+	Metadata   Metadata `yaml:"metadata"`
+	Spec       Spec     `yaml:"spec"`
+
+	// dir is the directory of the config file; relative paths are resolved against it.
+	dir string
+}
+
+// Metadata names the image.
+type Metadata struct {
+	Name    string `yaml:"name"`
+	Version string `yaml:"version"`
+}
+
+// Spec is what the image is built from and how.
+type Spec struct {
+	Rootfs  Rootfs   `yaml:"rootfs"`
+	Kernel  Kernel   `yaml:"kernel"`
+	Keys    string   `yaml:"keys"`
+	Cmdline []string `yaml:"cmdline"`
+	IPE     IPE      `yaml:"ipe"`
+	SELinux SELinux  `yaml:"selinux"`
+	Layout  Layout   `yaml:"layout"`
+}
+
+// Rootfs is the userland. Path is a directory, a tar file (plain, gzip, zstd
+// or xz) or an OCI image layout directory (its layers are flattened). Empty
+// means the built-in busybox-static userland.
+type Rootfs struct {
+	Path string `yaml:"path"`
+	// Init is the userland's init (osguard.init=); default /sbin/init.
+	Init string `yaml:"init"`
+	// AddOsguard puts the static osguard binary at /usr/bin/osguard (default true).
+	AddOsguard *bool `yaml:"addOsguard"`
+}
+
+// Kernel is a Debian kernel package, or a vmlinuz with its modules directory.
+// Empty means the fetched trixie cloud kernel (.cache/artifacts.env).
+type Kernel struct {
+	Deb     string   `yaml:"deb"`
+	Vmlinuz string   `yaml:"vmlinuz"`
+	Modules string   `yaml:"modules"`
+	Extra   []string `yaml:"extraModules"`
+	// Stub is the systemd EFI stub; empty means the fetched trixie one.
+	Stub string `yaml:"stub"`
+}
+
+// IPE configures the code-integrity policy.
+type IPE struct {
+	// Mode is enforce (default) or audit.
+	Mode string `yaml:"mode"`
+	// Policy is a policy file; empty means one generated from the build.
+	Policy string `yaml:"policy"`
+	// AllowRootHashes adds dm-verity root hashes (alg:hex) that may execute.
+	AllowRootHashes []string `yaml:"allowRootHashes"`
+	// PolicyVersion of the generated policy (default 1.0.0).
+	PolicyVersion string `yaml:"policyVersion"`
+}
+
+// SELinux configures the SELinux mode and policy.
+type SELinux struct {
+	// Mode is off (default), permissive or enforcing.
+	Mode string `yaml:"mode"`
+	// Policy is a binary policy (e.g. /etc/selinux/default/policy/policy.33).
+	Policy string `yaml:"policy"`
+	// FileContexts labels the files of /usr.
+	FileContexts string `yaml:"fileContexts"`
+}
+
+// Layout sizes the disk. Sizes take K, M, G suffixes (powers of 1024).
+type Layout struct {
+	ESPSize string `yaml:"espSize"`
+	// UsrSize is the usr partition size; "auto" fits the image with 25 % room.
+	UsrSize string `yaml:"usrSize"`
+	// Slots is 2 (A/B, default) or 1.
+	Slots int `yaml:"slots"`
+	// VarSize is the var partition's size; "0" leaves it out.
+	VarSize string `yaml:"varSize"`
+}
+
+//go:embed default.yaml
+var defaultYAML []byte
+
+// DefaultYAML returns the embedded default profile.
+func DefaultYAML() []byte { return append([]byte(nil), defaultYAML...) }
+
+// ParseConfig strictly parses a configuration: unknown fields, a wrong
+// apiVersion or kind, and bad values are errors that name the line.
+func ParseConfig(data []byte, dir string) (*Config, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	var c Config
+	if err := dec.Decode(&c); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, errors.New("config: empty document")
+		}
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	var extra any
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return nil, errors.New("config: more than one YAML document")
+	}
+	c.dir = dir
+	var node yaml.Node
+	yaml.Unmarshal(data, &node)
+	if err := c.defaults().validate(&node); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// LoadConfig reads a config file, or the default profile when path is "".
+func LoadConfig(path string) (*Config, error) {
+	if path == "" {
+		return ParseConfig(defaultYAML, "")
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	c, err := ParseConfig(b, filepath.Dir(path))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+func (c *Config) defaults() *Config {
+	if c.APIVersion == "" {
+		c.APIVersion = APIVersion
+	}
+	if c.Kind == "" {
+		c.Kind = Kind
+	}
+	if c.Metadata.Name == "" {
+		c.Metadata.Name = "osguard"
+	}
+	if c.Metadata.Version == "" {
+		c.Metadata.Version = "1"
+	}
+	s := &c.Spec
+	if s.Rootfs.Init == "" {
+		s.Rootfs.Init = "/sbin/init"
+	}
+	if s.Rootfs.AddOsguard == nil {
+		t := true
+		s.Rootfs.AddOsguard = &t
+	}
+	if s.IPE.Mode == "" {
+		s.IPE.Mode = "enforce"
+	}
+	if s.IPE.PolicyVersion == "" {
+		s.IPE.PolicyVersion = "1.0.0"
+	}
+	if s.SELinux.Mode == "" {
+		s.SELinux.Mode = "off"
+	}
+	if s.Layout.ESPSize == "" {
+		s.Layout.ESPSize = "64M"
+	}
+	if s.Layout.UsrSize == "" {
+		s.Layout.UsrSize = "auto"
+	}
+	if s.Layout.Slots == 0 {
+		s.Layout.Slots = 2
+	}
+	if s.Layout.VarSize == "" {
+		s.Layout.VarSize = "64M"
+	}
+	return c
+}
+
+// lineOf finds the line of a mapping key path such as "spec.ipe.mode".
+func lineOf(node *yaml.Node, path string) int {
+	n := node
+	if n != nil && n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
+		n = n.Content[0]
+	}
+	line := 0
+	for _, key := range strings.Split(path, ".") {
+		if n == nil || n.Kind != yaml.MappingNode {
+			return line
+		}
+		var next *yaml.Node
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == key {
+				line, next = n.Content[i].Line, n.Content[i+1]
+				break
+			}
+		}
+		n = next
+	}
+	return line
+}
+
+var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$`)
+
+func (c *Config) validate(node *yaml.Node) error {
+	bad := func(path, format string, args ...any) error {
+		msg := fmt.Sprintf(format, args...)
+		if l := lineOf(node, path); l > 0 {
+			return fmt.Errorf("config: line %d: %s: %s", l, path, msg)
+		}
+		return fmt.Errorf("config: %s: %s", path, msg)
+	}
+	if c.APIVersion != APIVersion {
+		return bad("apiVersion", "%q is not supported (want %s)", c.APIVersion, APIVersion)
+	}
+	if c.Kind != Kind {
+		return bad("kind", "%q is not supported (want %s)", c.Kind, Kind)
+	}
+	if !nameRE.MatchString(c.Metadata.Name) {
+		return bad("metadata.name", "%q must be lowercase letters, digits, '.' or '-' (at most 63)", c.Metadata.Name)
+	}
+	s := c.Spec
+	switch s.IPE.Mode {
+	case "enforce", "audit":
+	default:
+		return bad("spec.ipe.mode", "%q must be enforce or audit", s.IPE.Mode)
+	}
+	switch s.SELinux.Mode {
+	case "off":
+	case "permissive", "enforcing":
+		if s.SELinux.Policy == "" || s.SELinux.FileContexts == "" {
+			return bad("spec.selinux", "mode %s needs policy and fileContexts", s.SELinux.Mode)
+		}
+	default:
+		return bad("spec.selinux.mode", "%q must be off, permissive or enforcing", s.SELinux.Mode)
+	}
+	if s.Kernel.Deb != "" && (s.Kernel.Vmlinuz != "" || s.Kernel.Modules != "") {
+		return bad("spec.kernel", "give either deb, or vmlinuz and modules")
+	}
+	if (s.Kernel.Vmlinuz == "") != (s.Kernel.Modules == "") {
+		return bad("spec.kernel", "vmlinuz and modules go together")
+	}
+	if s.Layout.Slots != 1 && s.Layout.Slots != 2 {
+		return bad("spec.layout.slots", "%d must be 1 or 2", s.Layout.Slots)
+	}
+	for _, f := range []struct{ path, val string }{
+		{"spec.layout.espSize", s.Layout.ESPSize}, {"spec.layout.varSize", s.Layout.VarSize},
+	} {
+		if _, err := ParseSize(f.val); err != nil {
+			return bad(f.path, "%v", err)
+		}
+	}
+	if s.Layout.UsrSize != "auto" {
+		if _, err := ParseSize(s.Layout.UsrSize); err != nil {
+			return bad("spec.layout.usrSize", "%v", err)
+		}
+	}
+	if esp, _ := ParseSize(s.Layout.ESPSize); esp < 33<<20 {
+		return bad("spec.layout.espSize", "%s is below the 33M a FAT32 ESP needs", s.Layout.ESPSize)
+	}
+	for _, h := range s.IPE.AllowRootHashes {
+		if !regexp.MustCompile(`^sha(256|384|512|1):[0-9a-f]+$`).MatchString(h) {
+			return bad("spec.ipe.allowRootHashes", "%q must be alg:lowercase-hex", h)
+		}
+	}
+	for _, a := range s.Cmdline {
+		if strings.ContainsAny(a, " \t\n") || strings.HasPrefix(a, "usrhash=") {
+			return bad("spec.cmdline", "%q: one argument per item, and usrhash= is set by the build", a)
+		}
+	}
+	return nil
+}
+
+// ParseSize parses a size such as 64M, 1G, 4096 or 512K.
+func ParseSize(s string) (int64, error) {
+	mult := int64(1)
+	num := strings.TrimSpace(s)
+	if num == "" {
+		return 0, errors.New("empty size")
+	}
+	if len(num) > 1 && strings.ContainsAny(num[len(num)-2:len(num)-1], "KMGkmg") && (num[len(num)-1] == 'i') {
+		num = num[:len(num)-1] // Kubernetes-style Mi, Gi
+	}
+	switch strings.ToUpper(num[len(num)-1:]) {
+	case "K":
+		mult, num = 1<<10, num[:len(num)-1]
+	case "M":
+		mult, num = 1<<20, num[:len(num)-1]
+	case "G":
+		mult, num = 1<<30, num[:len(num)-1]
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 || n > (1<<46)/mult {
+		return 0, fmt.Errorf("%q is not a size (e.g. 64M, 1G)", s)
+	}
+	return n * mult, nil
+}
+
+// Path resolves a path from the config against the config file's directory.
+func (c *Config) Path(p string) string {
+	if p == "" || filepath.IsAbs(p) || c.dir == "" {
+		return p
+	}
+	return filepath.Join(c.dir, p)
+}
