@@ -1,64 +1,96 @@
-// Command osguard-init is PID 1 of the osguard initramfs. It prepares the
-// kernel interfaces, reports what the kernel offers, and (as the boot path
-// grows) verifies and mounts /usr before handing over to the userland.
+// Command osguard-init is PID 1 of the osguard initramfs. It mounts a
+// dm-verity /usr whose root-hash signature the kernel checks, loads the
+// signed IPE policy and the SELinux policy, and switches to the userland.
+// The steps live in internal/bootinit; this file only decides what a failure
+// does: print the reason and power off, or start a shell when
+// osguard.debug=1 is on the kernel command line. It never goes on with an
+// unverified /usr.
 //
-// It is built static (CGO_ENABLED=0). Every step logs one line on the console.
+// Build it static: CGO_ENABLED=0 go build ./cmd/osguard-init
 package main
 
 import (
 	"fmt"
 	"os"
-	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/osguard/osguard/internal/bootinit"
+	"github.com/osguard/osguard/internal/dm"
 )
 
-func logf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "osguard-init: "+format+"\n", args...)
-}
-
-func mountAll() error {
-	for _, m := range []struct{ src, dst, fstype string }{
-		{"proc", "/proc", "proc"},
-		{"sysfs", "/sys", "sysfs"},
-		{"devtmpfs", "/dev", "devtmpfs"},
-		{"securityfs", "/sys/kernel/security", "securityfs"},
-	} {
-		if err := os.MkdirAll(m.dst, 0o755); err != nil {
-			return err
-		}
-		if err := unix.Mount(m.src, m.dst, m.fstype, unix.MS_NOSUID|unix.MS_NOEXEC, ""); err != nil && err != unix.EBUSY {
-			return fmt.Errorf("mount %s on %s: %w", m.fstype, m.dst, err)
-		}
+func main() {
+	log := &bootinit.Logger{W: os.Stdout, Start: time.Now()}
+	if os.Getpid() != 1 {
+		os.Exit(tool(os.Args[1:]))
 	}
-	return nil
+	err := run(log)
+	log.Printf("FATAL: %v", err)
+	fail(log)
 }
 
-func kernelRelease() string {
-	var u unix.Utsname
-	if err := unix.Uname(&u); err != nil {
-		return "unknown"
+// run returns only on failure; a panic is turned into an error so that it
+// ends in the same place as every other failure, not in a kernel panic.
+func run(log *bootinit.Logger) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic: %v", r)
+		}
+	}()
+	if err := bootinit.Run(log); err != nil {
+		return err
 	}
-	return unix.ByteSliceToString(u.Release[:])
+	return fmt.Errorf("switch_root returned")
 }
 
-func powerOff() {
-	logf("power off")
+// tool is what osguard-init does when it is not PID 1: print a
+// device-mapper device's table and status through the DM ioctls (a node
+// has no dmsetup), for tests and for inspection.
+func tool(args []string) int {
+	if len(args) != 2 || args[0] != "dm-table" {
+		fmt.Fprintln(os.Stderr, "osguard-init: not PID 1; usage: osguard-init dm-table NAME")
+		return 2
+	}
+	dev, err := dm.Status(args[1])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "osguard-init:", err)
+		return 1
+	}
+	table, err := dm.Table(args[1])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "osguard-init:", err)
+		return 1
+	}
+	status, err := dm.TargetStatus(args[1])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "osguard-init:", err)
+		return 1
+	}
+	fmt.Printf("name: %s\ndev: %d:%d\nreadonly: %v\n", dev.Name, dev.Major, dev.Minor, dev.ReadOnly())
+	for _, t := range table {
+		fmt.Printf("table: %s\n", t)
+	}
+	for _, t := range status {
+		fmt.Printf("status: %s\n", t)
+	}
+	return 0
+}
+
+func fail(log *bootinit.Logger) {
+	if bootinit.DebugMode() {
+		for _, sh := range []string{"/sysroot/usr/bin/sh", "/usr/bin/sh", "/bin/sh"} {
+			if _, err := os.Stat(sh); err == nil {
+				log.Printf("osguard.debug=1: starting %s", sh)
+				err := unix.Exec(sh, []string{sh}, []string{"PATH=/sysroot/usr/bin:/usr/bin:/bin"})
+				log.Printf("exec %s: %v", sh, err)
+			}
+		}
+		log.Printf("osguard.debug=1 but no shell found")
+	}
+	log.Printf("powering off")
 	unix.Sync()
+	time.Sleep(100 * time.Millisecond)
 	unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
 	select {}
-}
-
-func main() {
-	if err := mountAll(); err != nil {
-		logf("FAILED: %v", err)
-		powerOff()
-	}
-	lsm, err := os.ReadFile("/sys/kernel/security/lsm")
-	if err != nil {
-		logf("FAILED: read LSM list: %v", err)
-		powerOff()
-	}
-	logf("pid=%d kernel=%s lsm=%s", os.Getpid(), kernelRelease(), strings.TrimSpace(string(lsm)))
-	powerOff()
 }

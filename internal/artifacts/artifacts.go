@@ -24,6 +24,8 @@ type Set struct {
 	SystemdStub        string // linuxx64.efi.stub from trixie's systemd-boot-efi
 	SystemdBootEFIRoot string
 	UkifyRoot          string // unpacked systemd-ukify
+	Busybox            string // static busybox from trixie's busybox-static
+	BusyboxDeb         string
 }
 
 // ErrNotFetched is returned when the artifacts file does not exist yet.
@@ -48,16 +50,28 @@ func TopDir() (string, error) {
 	}
 }
 
-// Path returns the location of the artifacts file.
+// Path returns the location of the artifacts file: $OSGUARD_ARTIFACTS, else
+// .cache/artifacts.env in the checkout that holds the working directory,
+// else in the checkout of the running program (bin/osguard after 'make build').
 func Path() (string, error) {
 	if p := os.Getenv("OSGUARD_ARTIFACTS"); p != "" {
 		return p, nil
 	}
-	top, err := TopDir()
-	if err != nil {
-		return "", err
+	if top, err := TopDir(); err == nil {
+		return filepath.Join(top, ".cache", "artifacts.env"), nil
 	}
-	return filepath.Join(top, ".cache", "artifacts.env"), nil
+	if self, err := os.Executable(); err == nil {
+		for dir := filepath.Dir(self); ; dir = filepath.Dir(dir) {
+			p := filepath.Join(dir, ".cache", "artifacts.env")
+			if _, err := os.Stat(p); err == nil {
+				return p, nil
+			}
+			if dir == filepath.Dir(dir) {
+				break
+			}
+		}
+	}
+	return "", errors.New("artifacts: no .cache/artifacts.env found (run 'make deps' in the osguard checkout, or set OSGUARD_ARTIFACTS)")
 }
 
 // Load reads the artifacts file and checks that every path in it exists.
@@ -100,10 +114,13 @@ func Load() (*Set, error) {
 		SystemdStub:        kv["SYSTEMD_STUB"],
 		SystemdBootEFIRoot: kv["SYSTEMD_BOOT_EFI_ROOT"],
 		UkifyRoot:          kv["SYSTEMD_UKIFY_ROOT"],
+		Busybox:            kv["BUSYBOX"],
+		BusyboxDeb:         kv["BUSYBOX_DEB"],
 	}
 	for name, path := range map[string]string{
 		"KERNEL_DEB": s.KernelDeb, "KERNEL_VMLINUZ": s.Vmlinuz, "KERNEL_MODULES": s.Modules,
 		"SYSTEMD_STUB": s.SystemdStub, "SYSTEMD_UKIFY_ROOT": s.UkifyRoot,
+		"BUSYBOX": s.Busybox, "BUSYBOX_DEB": s.BusyboxDeb,
 	} {
 		if path == "" {
 			return nil, fmt.Errorf("artifacts: %s: %s is not set; run 'make deps'", p, name)

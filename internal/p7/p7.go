@@ -8,6 +8,7 @@ package p7
 import (
 	"bytes"
 	"crypto"
+	"crypto/rsa"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -21,6 +22,13 @@ func sign(content []byte, key crypto.Signer, cert *x509.Certificate, detach bool
 		return nil, fmt.Errorf("pkcs7: %w", err)
 	}
 	sd.SetDigestAlgorithm(pkcs7.OIDDigestAlgorithmSHA256)
+	if _, ok := key.Public().(*rsa.PublicKey); ok {
+		// The kernel's PKCS#7 parser (crypto/asymmetric_keys/pkcs7_parser.c)
+		// takes rsaEncryption as the signature algorithm and refuses
+		// sha256WithRSAEncryption with "Unsupported pkey algo" (ENOPKG);
+		// openssl smime writes rsaEncryption too.
+		sd.SetEncryptionAlgorithm(pkcs7.OIDEncryptionAlgorithmRSA)
+	}
 	if err := sd.SignWithoutAttr(cert, key, pkcs7.SignerInfoConfig{}); err != nil {
 		return nil, fmt.Errorf("pkcs7: sign: %w", err)
 	}

@@ -1,0 +1,118 @@
+package main
+
+import (
+	"context"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+
+	"github.com/osguard/osguard/image"
+)
+
+func init() { register(newRunCmd) }
+
+func newRunCmd() *cobra.Command {
+	var o image.RunOptions
+	var console bool
+	cmd := &cobra.Command{
+		Use:   "run [DIR|disk.raw]",
+		Short: "Boot a built image in QEMU with OVMF Secure Boot and a swtpm TPM",
+		Long: `run boots an image made by 'osguard build' under QEMU (q35, one CPU)
+with OVMF's Secure Boot firmware, the VARS file the build enrolled your keys
+into (copied first, so that it stays as built), and a swtpm TPM 2.0. The serial
+console is shown on the terminal. Everything run starts is stopped when it
+exits.
+
+DIR defaults to ./out; a disk.raw may be given instead, with its VARS file next
+to it or named by --vars.
+
+  --console     type into the node's serial console (raw terminal; Ctrl-] quits)
+  --exec CMD    wait for the node's root shell, run CMD there, power off, and
+                exit with CMD's status (what 'make demo' does)`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 {
+				o.Target = args[0]
+			}
+			o.Console = cmd.OutOrStdout()
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			if console {
+				restore, in, err := rawStdin()
+				if err != nil {
+					return err
+				}
+				defer restore()
+				o.Stdin = in
+				ctx2, cancel := context.WithCancel(ctx)
+				defer cancel()
+				go func() { <-quitKey; cancel() }()
+				ctx = ctx2
+			}
+			status, err := image.Run(ctx, o)
+			if err != nil {
+				return err
+			}
+			if status != 0 {
+				return failWith(status, nil)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Vars, "vars", "", "OVMF VARS file (default: ovmf-vars.fd next to the disk)")
+	f.BoolVar(&o.NoTPM, "no-tpm", false, "boot without a TPM")
+	f.StringVar(&o.TPMState, "tpm-state", "", "keep the swtpm state in this directory across runs")
+	f.BoolVar(&console, "console", false, "connect the terminal's keyboard to the serial console")
+	f.DurationVar(&o.Timeout, "timeout", 0, "stop the machine after this long, e.g. 2m (0: no limit)")
+	f.StringVar(&o.Exec, "exec", "", "run this command in the node's root shell, then power off")
+	f.BoolVar(&o.Snapshot, "snapshot", false, "discard the guest's writes to the disk")
+	return cmd
+}
+
+var quitKey = make(chan struct{}, 1)
+
+// quitFilter passes keystrokes through until Ctrl-] (0x1d).
+type quitFilter struct{ r io.Reader }
+
+func (q quitFilter) Read(p []byte) (int, error) {
+	n, err := q.r.Read(p)
+	for i := 0; i < n; i++ {
+		if p[i] == 0x1d {
+			select {
+			case quitKey <- struct{}{}:
+			default:
+			}
+			return i, io.EOF
+		}
+	}
+	return n, err
+}
+
+// rawStdin puts the terminal in raw mode so that keys reach the guest as typed.
+func rawStdin() (restore func(), in io.Reader, err error) {
+	fd := int(os.Stdin.Fd())
+	old, err := unix.IoctlGetTermios(fd, unix.TCGETS)
+	if err != nil {
+		// Not a terminal: forward stdin as it is.
+		return func() {}, quitFilter{os.Stdin}, nil
+	}
+	raw := *old
+	raw.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
+	raw.Oflag &^= unix.OPOST
+	raw.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
+	raw.Cflag &^= unix.CSIZE | unix.PARENB
+	raw.Cflag |= unix.CS8
+	raw.Cc[unix.VMIN], raw.Cc[unix.VTIME] = 1, 0
+	if err := unix.IoctlSetTermios(fd, unix.TCSETS, &raw); err != nil {
+		return nil, nil, err
+	}
+	return func() {
+		unix.IoctlSetTermios(fd, unix.TCSETS, old)
+		os.Stdout.WriteString("\r\n")
+	}, quitFilter{os.Stdin}, nil
+}

@@ -1,0 +1,302 @@
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/osguard/osguard/internal/keyfile"
+	"github.com/osguard/osguard/secureboot"
+)
+
+func init() { register(newSBCmd) }
+
+func newSBCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "sb",
+		Short: "UEFI Secure Boot: enroll keys, write OVMF variable stores, sign and verify PE images",
+	}
+	cmd.AddCommand(newSBEnrollCmd(), newSBVarsCmd(), newSBSignCmd(), newSBVerifyCmd(), newSBStatusCmd())
+	return cmd
+}
+
+func newSBEnrollCmd() *cobra.Command {
+	var keys, efivars string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "enroll --keys DIR",
+		Short: "Enroll db, KEK and PK from DIR/*.auth through efivarfs (machine in setup mode)",
+		Long: `enroll writes DIR/db.auth, DIR/KEK.auth and DIR/PK.auth (made by 'osguard keys
+init'; the private keys are not needed) to the firmware through efivarfs, in
+this order and each in one write. Writing PK ends setup mode; Secure Boot is
+on from the next boot. It refuses to write anything unless SetupMode=1.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := sbRequire(cmd, "keys"); err != nil {
+				return err
+			}
+			u, err := secureboot.LoadAuthUpdates(keys)
+			if err != nil {
+				return err
+			}
+			before, after, err := secureboot.Enroll(secureboot.Efivarfs{Dir: efivars}, u)
+			out := cmd.OutOrStdout()
+			if asJSON {
+				rep := map[string]any{"enrolled": err == nil}
+				if before != nil {
+					rep["before"] = sbStateJSON(before)
+				}
+				if after != nil {
+					rep["after"] = sbStateJSON(after)
+				}
+				if err != nil {
+					rep["error"] = err.Error()
+				}
+				sbPrintJSON(out, rep)
+			} else {
+				if before != nil {
+					fmt.Fprintf(out, "before: SetupMode=%d SecureBoot=%d\n", sbBool(before.SetupMode), sbBool(before.SecureBoot))
+				}
+				if after != nil {
+					fmt.Fprintf(out, "after: SetupMode=%d SecureBoot=%d (Secure Boot takes effect at the next boot)\n", sbBool(after.SetupMode), sbBool(after.SecureBoot))
+				}
+			}
+			if errors.Is(err, secureboot.ErrNotSetupMode) {
+				return failWith(1, err)
+			}
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&keys, "keys", "", "key directory made by 'osguard keys init' (required)")
+	cmd.Flags().StringVar(&efivars, "efivars", secureboot.DefaultEfivarfs, "efivarfs mount point")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON report")
+	return cmd
+}
+
+func newSBVarsCmd() *cobra.Command {
+	var keys, template, output string
+	cmd := &cobra.Command{
+		Use:   "vars --keys DIR --template OVMF_VARS_4M.fd -o VARS.fd",
+		Short: "Write PK, KEK and db into a copy of an edk2/OVMF VARS file (Secure Boot on at first boot)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := sbRequire(cmd, "keys", "output"); err != nil {
+				return err
+			}
+			h, err := secureboot.LoadHierarchy(keys)
+			if err != nil {
+				return err
+			}
+			tmpl, err := os.ReadFile(template)
+			if err != nil {
+				return err
+			}
+			var buf bytes.Buffer
+			if err := secureboot.WriteVarstore(tmpl, h, &buf); err != nil {
+				return err
+			}
+			return sbWriteFile(output, buf.Bytes(), 0o644)
+		},
+	}
+	cmd.Flags().StringVar(&keys, "keys", "", "key directory made by 'osguard keys init' (required)")
+	cmd.Flags().StringVar(&template, "template", "/usr/share/OVMF/OVMF_VARS_4M.fd", "edk2 VARS file to start from")
+	cmd.Flags().StringVarP(&output, "output", "o", "", "output VARS file (required)")
+	return cmd
+}
+
+func newSBSignCmd() *cobra.Command {
+	var keyPath, certPath, output string
+	cmd := &cobra.Command{
+		Use:   "sign --key KEY --cert CERT -o OUT IN",
+		Short: "Sign a PE/COFF image (UKI, stub, kernel) with Authenticode, replacing old signatures",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := sbRequire(cmd, "key", "cert", "output"); err != nil {
+				return err
+			}
+			key, cert, err := keyfile.LoadPair(keyPath, certPath)
+			if err != nil {
+				return err
+			}
+			in, err := os.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			out, err := secureboot.SignPE(in, key, cert)
+			if err != nil {
+				return err
+			}
+			return sbWriteFile(output, out, 0o644)
+		},
+	}
+	cmd.Flags().StringVar(&keyPath, "key", "", "PEM private key (required)")
+	cmd.Flags().StringVar(&certPath, "cert", "", "PEM certificate of the key (required)")
+	cmd.Flags().StringVarP(&output, "output", "o", "", "signed output file (required)")
+	return cmd
+}
+
+func newSBVerifyCmd() *cobra.Command {
+	var certPath string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "verify --cert CERT IN",
+		Short: "Check that a PE image has a valid Authenticode signature made by CERT (exit 1 if not)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := sbRequire(cmd, "cert"); err != nil {
+				return err
+			}
+			cert, err := keyfile.LoadCert(certPath)
+			if err != nil {
+				return err
+			}
+			in, err := os.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			verr := secureboot.VerifyPE(in, cert)
+			digest, derr := secureboot.PEDigest(in)
+			if asJSON {
+				rep := map[string]any{"file": args[0], "valid": verr == nil, "signer": sbCertJSON(cert)}
+				if derr == nil {
+					rep["authenticodeSha256"] = hex.EncodeToString(digest)
+				}
+				if verr != nil {
+					rep["error"] = verr.Error()
+				}
+				sbPrintJSON(cmd.OutOrStdout(), rep)
+			} else if verr == nil {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: signature OK, signed by %s\n", args[0], cert.Subject)
+			}
+			if verr != nil {
+				return failWith(1, fmt.Errorf("%s: %w", args[0], verr))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&certPath, "cert", "", "PEM certificate that must have made the signature (required)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON report")
+	return cmd
+}
+
+func newSBStatusCmd() *cobra.Command {
+	var efivars string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show SecureBoot, SetupMode and the enrolled PK, KEK and db certificates",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, err := secureboot.ReadState(secureboot.Efivarfs{Dir: efivars})
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				sbPrintJSON(out, sbStateJSON(st))
+				return nil
+			}
+			fmt.Fprintf(out, "SecureBoot %d\nSetupMode %d\nEnforcing %t\n", sbBool(st.SecureBoot), sbBool(st.SetupMode), st.Enforcing())
+			for _, l := range []struct {
+				name  string
+				certs []*x509.Certificate
+			}{{"PK", st.PK}, {"KEK", st.KEK}, {"db", st.DB}} {
+				for _, c := range l.certs {
+					fmt.Fprintf(out, "%s %s sha256:%s\n", l.name, c.Subject, sbFingerprint(c))
+				}
+			}
+			if st.DBHashes > 0 {
+				fmt.Fprintf(out, "db %d hash entries\n", st.DBHashes)
+			}
+			fmt.Fprintf(out, "dbx %d entries\n", st.DBXEntries)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&efivars, "efivars", secureboot.DefaultEfivarfs, "efivarfs mount point")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	return cmd
+}
+
+// sbRequire reports missing required flags as a usage error (exit 2);
+// cobra's MarkFlagRequired would exit 1.
+func sbRequire(cmd *cobra.Command, names ...string) error {
+	var missing []string
+	for _, n := range names {
+		if !cmd.Flags().Changed(n) {
+			missing = append(missing, "--"+n)
+		}
+	}
+	if len(missing) > 0 {
+		return failWith(2, fmt.Errorf("required flag(s) %s not set\nRun '%s --help' for usage.", strings.Join(missing, ", "), cmd.CommandPath()))
+	}
+	return nil
+}
+
+func sbBool(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func sbFingerprint(c *x509.Certificate) string {
+	s := sha256.Sum256(c.Raw)
+	return hex.EncodeToString(s[:])
+}
+
+func sbCertJSON(c *x509.Certificate) map[string]string {
+	return map[string]string{"subject": c.Subject.String(), "issuer": c.Issuer.String(), "sha256": sbFingerprint(c)}
+}
+
+func sbStateJSON(st *secureboot.State) map[string]any {
+	list := func(cs []*x509.Certificate) []map[string]string {
+		out := []map[string]string{}
+		for _, c := range cs {
+			out = append(out, sbCertJSON(c))
+		}
+		return out
+	}
+	return map[string]any{
+		"secureBoot": st.SecureBoot, "setupMode": st.SetupMode, "enforcing": st.Enforcing(),
+		"pk": list(st.PK), "kek": list(st.KEK), "db": list(st.DB),
+		"dbHashes": st.DBHashes, "dbxEntries": st.DBXEntries,
+	}
+}
+
+func sbPrintJSON(w io.Writer, v any) {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// sbWriteFile writes through a temporary file in the same directory, so
+// that path is either absent, the old content or the whole new content.
+func sbWriteFile(path string, b []byte, mode os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}

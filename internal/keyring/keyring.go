@@ -1,0 +1,24 @@
+// Package keyring adds keys to the kernel's key retention service
+// (keyrings(7), add_key(2)) through golang.org/x/sys/unix. osguard-init uses
+// it to hand the dm-verity root-hash signature to the kernel: dm-verity looks
+// the PKCS#7 up as a "user" key by its description (root_hash_sig_key_desc,
+// Documentation/admin-guide/device-mapper/verity.rst).
+package keyring
+
+import (
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
+
+// AddUser adds a key of type "user" with description desc and the payload
+// to the user keyring (@u), which the kernel searches when the calling
+// process (or its children) creates the dm-verity table. It returns the key
+// serial.
+func AddUser(desc string, payload []byte) (int, error) {
+	id, err := unix.AddKey("user", desc, payload, unix.KEY_SPEC_USER_KEYRING)
+	if err != nil {
+		return 0, fmt.Errorf("keyring: add user key %q: %w", desc, err)
+	}
+	return id, nil
+}

@@ -1,0 +1,340 @@
+package selinux
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"regexp"
+	"strings"
+)
+
+// None is the context string that marks a spec as "leave unlabelled".
+const None = "<<none>>"
+
+// Type is a file-type qualifier of a spec, as the S_IFMT bits of st_mode.
+// Zero means the spec applies to every type.
+type Type uint32
+
+// File-type qualifiers; the values are the Linux S_IFMT bits.
+const (
+	TypeAny     Type = 0
+	TypeFifo    Type = 0o010000
+	TypeChar    Type = 0o020000
+	TypeDir     Type = 0o040000
+	TypeBlock   Type = 0o060000
+	TypeRegular Type = 0o100000
+	TypeSymlink Type = 0o120000
+	TypeSocket  Type = 0o140000
+)
+
+var typeFlags = map[string]Type{
+	"--": TypeRegular, "-d": TypeDir, "-c": TypeChar, "-b": TypeBlock,
+	"-p": TypeFifo, "-l": TypeSymlink, "-s": TypeSocket,
+}
+
+// TypeOf maps a Go file mode to the spec type it matches. fs.ModeIrregular
+// stands for "type unknown" (libselinux's mode 0) and matches specs of
+// every type.
+func TypeOf(mode fs.FileMode) Type {
+	switch {
+	case mode&fs.ModeIrregular != 0:
+		return TypeAny
+	case mode.IsDir():
+		return TypeDir
+	case mode&fs.ModeSymlink != 0:
+		return TypeSymlink
+	case mode&fs.ModeNamedPipe != 0:
+		return TypeFifo
+	case mode&fs.ModeSocket != 0:
+		return TypeSocket
+	case mode&fs.ModeDevice != 0 && mode&fs.ModeCharDevice != 0:
+		return TypeChar
+	case mode&fs.ModeDevice != 0:
+		return TypeBlock
+	}
+	return TypeRegular
+}
+
+// Spec is one line of a file_contexts file.
+type Spec struct {
+	Regex   string // as written, without anchors
+	Type    Type
+	Context string // a context or None
+	File    string // where it came from, for messages
+	Line    int
+
+	re      *regexp.Regexp
+	hasMeta bool
+	lit     string // literal prefix every match starts with
+}
+
+type alias struct{ src, dst string }
+
+// Contexts is a loaded set of file_contexts specs plus path aliases.
+// It is safe for concurrent lookups.
+type Contexts struct {
+	specs    []*Spec  // sorted: regex specs first, then exact ones
+	subs     []alias  // FILE.subs, later lines first
+	distSubs []alias  // FILE.subs_dist, later lines first
+	Files    []string // the files read, in order
+
+	// Lookups only try the specs that can match a key's first path
+	// component: byStem["/usr"] lists, in lookup order, the specs whose
+	// literal prefix starts with "/usr/" and those with no such prefix
+	// (generic). This plays the part of libselinux's stem arrays and
+	// changes no result, since a spec can only match keys that start
+	// with its literal prefix.
+	byStem  map[string][]*Spec
+	generic []*Spec
+}
+
+// LoadFileContexts reads path and, when they exist, path.homedirs and
+// path.local, plus the alias files path.subs_dist and path.subs, as
+// selabel_open(3) does for SELABEL_OPT_PATH.
+func LoadFileContexts(path string) (*Contexts, error) {
+	c := &Contexts{}
+	var all []*Spec
+	for i, suffix := range []string{"", ".homedirs", ".local"} {
+		f, err := os.Open(path + suffix)
+		if err != nil {
+			if i > 0 && errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			return nil, fmt.Errorf("selinux: %w", err)
+		}
+		specs, err := ParseSpecs(f, path+suffix)
+		f.Close()
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, specs...)
+		c.Files = append(c.Files, path+suffix)
+	}
+	var err error
+	if c.distSubs, err = loadSubs(path + ".subs_dist"); err != nil {
+		return nil, err
+	}
+	if c.subs, err = loadSubs(path + ".subs"); err != nil {
+		return nil, err
+	}
+	c.setSpecs(all)
+	return c, nil
+}
+
+// New builds Contexts from already parsed specs and no aliases; later specs
+// take precedence within each group as in LoadFileContexts.
+func New(specs []*Spec) *Contexts {
+	c := &Contexts{}
+	c.setSpecs(specs)
+	return c
+}
+
+// setSpecs moves exact (meta-free) specs behind the regex ones, keeping file
+// order inside each group (label_file.h sort_specs).
+func (c *Contexts) setSpecs(all []*Spec) {
+	c.specs = make([]*Spec, 0, len(all))
+	for _, s := range all {
+		if s.hasMeta {
+			c.specs = append(c.specs, s)
+		}
+	}
+	for _, s := range all {
+		if !s.hasMeta {
+			c.specs = append(c.specs, s)
+		}
+	}
+	c.byStem = map[string][]*Spec{}
+	for _, s := range c.specs {
+		if st := stemOf(s.lit); st != "" {
+			c.byStem[st] = nil
+		}
+	}
+	for _, s := range c.specs {
+		st := stemOf(s.lit)
+		if st == "" {
+			c.generic = append(c.generic, s)
+			for k := range c.byStem {
+				c.byStem[k] = append(c.byStem[k], s)
+			}
+		} else {
+			c.byStem[st] = append(c.byStem[st], s)
+		}
+	}
+}
+
+// stemOf returns the first path component of p with its leading slash
+// ("/usr" for "/usr/bin"), or "" when p has no second slash.
+func stemOf(p string) string {
+	if len(p) < 2 || p[0] != '/' {
+		return ""
+	}
+	if j := strings.IndexByte(p[1:], '/'); j >= 0 {
+		return p[:j+1]
+	}
+	return ""
+}
+
+// Specs returns the specs in lookup order (the last one is tried first).
+func (c *Contexts) Specs() []*Spec { return c.specs }
+
+// ParseSpecs reads file_contexts lines from r; name is used in errors.
+func ParseSpecs(r io.Reader, name string) ([]*Spec, error) {
+	var specs []*Spec
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64*1024), 1<<20)
+	line := 0
+	for sc.Scan() {
+		line++
+		fields := strings.Fields(sc.Text())
+		if len(fields) == 0 || strings.HasPrefix(fields[0], "#") {
+			continue
+		}
+		s := &Spec{Regex: fields[0], File: name, Line: line}
+		switch len(fields) {
+		case 2:
+			s.Context = fields[1]
+		case 3:
+			t, ok := typeFlags[fields[1]]
+			if !ok {
+				return nil, fmt.Errorf("selinux: %s:%d: invalid file type %q", name, line, fields[1])
+			}
+			s.Type, s.Context = t, fields[2]
+		default:
+			return nil, fmt.Errorf("selinux: %s:%d: want 2 or 3 fields, got %d", name, line, len(fields))
+		}
+		if err := s.compile(); err != nil {
+			return nil, fmt.Errorf("selinux: %s:%d: %w", name, line, err)
+		}
+		specs = append(specs, s)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("selinux: read %s: %w", name, err)
+	}
+	return specs, nil
+}
+
+func (s *Spec) compile() error {
+	// PCRE2_DOTALL makes "." match newlines; PCRE's "$" also matches before
+	// a final newline, which "\n?$" reproduces under RE2.
+	re, err := regexp.Compile(`(?s)^(?:` + s.Regex + `)\n?$`)
+	if err != nil {
+		return fmt.Errorf("regex %q: %w", s.Regex, err)
+	}
+	s.re = re
+	s.hasMeta = hasMetaChars(s.Regex)
+	// The literal prefix lets lookups skip specs cheaply. A regex that
+	// only compiles inside the wrapper (unbalanced groups such as
+	// "a)|(b") gets none, which is always safe.
+	if bare, err := regexp.Compile(`(?s)` + s.Regex); err == nil {
+		s.lit, _ = bare.LiteralPrefix()
+	}
+	return nil
+}
+
+// hasMetaChars mirrors spec_hasMetaChars: a backslash hides the next byte.
+func hasMetaChars(re string) bool {
+	for i := 0; i < len(re); i++ {
+		switch re[i] {
+		case '.', '^', '$', '?', '*', '+', '|', '[', '(', '{':
+			return true
+		case '\\':
+			i++
+		}
+	}
+	return false
+}
+
+func loadSubs(path string) ([]alias, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("selinux: %w", err)
+	}
+	defer f.Close()
+	var list []alias
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 2 || strings.HasPrefix(fields[0], "#") {
+			continue
+		}
+		// selabel_subs_init prepends, so later lines are tried first.
+		list = append([]alias{{fields[0], fields[1]}}, list...)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("selinux: read %s: %w", path, err)
+	}
+	return list, nil
+}
+
+func applySubs(list []alias, key string) (string, bool) {
+	for _, a := range list {
+		if !strings.HasPrefix(key, a.src) {
+			continue
+		}
+		rest := key[len(a.src):]
+		if rest != "" && rest[0] != '/' {
+			continue
+		}
+		if rest != "" && a.dst == "/" {
+			rest = rest[1:]
+		}
+		return a.dst + rest, true
+	}
+	return "", false
+}
+
+// Canonical returns the key a lookup of path really matches: duplicate
+// slashes removed and aliases applied.
+func (c *Contexts) Canonical(path string) string {
+	for strings.Contains(path, "//") {
+		path = strings.ReplaceAll(path, "//", "/")
+	}
+	if k, ok := applySubs(c.subs, path); ok {
+		if k2, ok := applySubs(c.distSubs, k); ok {
+			k = k2
+		}
+		return k
+	} else if k, ok := applySubs(c.distSubs, path); ok {
+		return k
+	}
+	return path
+}
+
+// Match returns the spec selabel_lookup picks for path and type, or nil.
+// A spec with context None is returned as is.
+func (c *Contexts) Match(path string, t Type) *Spec {
+	key := c.Canonical(path)
+	specs := c.generic
+	if st, ok := c.byStem[stemOf(key)]; ok {
+		specs = st
+	}
+	for i := len(specs) - 1; i >= 0; i-- {
+		s := specs[i]
+		if !strings.HasPrefix(key, s.lit) {
+			continue
+		}
+		if t != TypeAny && s.Type != TypeAny && s.Type != t {
+			continue
+		}
+		if s.re.MatchString(key) {
+			return s
+		}
+	}
+	return nil
+}
+
+// Lookup returns the context for an absolute path of the given type, and
+// false when no spec matches or the matching spec says <<none>>.
+func (c *Contexts) Lookup(path string, mode fs.FileMode) (string, bool) {
+	s := c.Match(path, TypeOf(mode))
+	if s == nil || s.Context == None {
+		return "", false
+	}
+	return s.Context, true
+}
