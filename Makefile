@@ -25,7 +25,7 @@ vet:
 test: deps vet
 	$(GO) test -p 2 -timeout 30m -count=1 ./...
 
-demo: deps
+demo: deps build
 	@scripts/demo
 
 bench:

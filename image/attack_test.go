@@ -596,3 +596,90 @@ func TestSELinux(t *testing.T) {
 		})
 	}
 }
+
+// TestBuildFromRootfsDir builds from a directory rootfs with a dpkg status
+// file and checks that the SBOMs carry its files and packages.
+func TestBuildFromRootfsDir(t *testing.T) {
+	f := getFixture(t)
+	art := testutil.Artifacts(t)
+	root := t.TempDir()
+	for _, d := range []string{"usr/bin", "usr/sbin", "etc", "var/lib/dpkg"} {
+		os.MkdirAll(filepath.Join(root, d), 0o755)
+	}
+	bb, err := os.ReadFile(art.Busybox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(root, "usr/bin/busybox"), bb, 0o755)
+	os.Symlink("../bin/busybox", filepath.Join(root, "usr/sbin/init"))
+	os.WriteFile(filepath.Join(root, "etc/hostname"), []byte("dir-rootfs\n"), 0o644)
+	status, err := os.ReadFile("../sbom/testdata/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(root, "var/lib/dpkg/status"), status, 0o644)
+	out := filepath.Join(t.TempDir(), "out")
+	cfg := "apiVersion: osguard.dev/v1alpha1\nkind: Image\nmetadata: {name: dir-rootfs}\nspec:\n  rootfs: {path: " + root + "}\n  layout: {slots: 1, varSize: \"0\"}\n"
+	res, err := f.build(cfg, out, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spdx, _ := os.ReadFile(filepath.Join(out, image.SPDXFile))
+	cdx, _ := os.ReadFile(filepath.Join(out, image.CycloneDXFile))
+	for _, want := range []string{`"./usr/bin/busybox"`, `"busybox-static"`, `"./usr/bin/osguard"`, `"./usr/share/factory/etc/hostname"`} {
+		if !bytes.Contains(spdx, []byte(want)) {
+			t.Errorf("SPDX lacks %s", want)
+		}
+	}
+	if !bytes.Contains(cdx, []byte(`pkg:deb/debian/busybox-static@1%3A1.35.0-4+b3?arch=amd64`)) {
+		t.Error("CycloneDX lacks the busybox-static purl")
+	}
+	if res.Files != 3 {
+		t.Errorf("%d files in /usr, want 3 (busybox, osguard, the factory hostname)", res.Files)
+	}
+	if n := len(partitionsOf(t, filepath.Join(out, image.DiskFile))); n != 4 {
+		t.Errorf("%d partitions with slots: 1 and no var, want 4", n)
+	}
+}
+
+func partitionsOf(t *testing.T, diskPath string) []bootinit.GPTEntry {
+	t.Helper()
+	fh, err := os.Open(diskPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	ents, err := bootinit.ReadGPT(fh, 512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ents
+}
+
+// TestFailedBuildLeavesNothing: a build that fails midway leaves the output
+// directory as it was.
+func TestFailedBuildLeavesNothing(t *testing.T) {
+	f := getFixture(t)
+	out := t.TempDir()
+	marker := filepath.Join(out, "keep-me")
+	os.WriteFile(marker, []byte("x"), 0o644)
+	cfg := "apiVersion: osguard.dev/v1alpha1\nkind: Image\nspec:\n  selinux: {mode: permissive, policy: /nonexistent/policy.33, fileContexts: /nonexistent/file_contexts}\n"
+	if _, err := f.build(cfg, out, nil); err == nil || !strings.Contains(err.Error(), "selinux") {
+		t.Fatalf("build error = %v, want a selinux error", err)
+	}
+	ents, _ := os.ReadDir(out)
+	if len(ents) != 1 || ents[0].Name() != "keep-me" {
+		var names []string
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		t.Errorf("output dir after a failed build holds %v, want only keep-me", names)
+	}
+	fresh := filepath.Join(t.TempDir(), "new")
+	if _, err := f.build(cfg, fresh, nil); err == nil {
+		t.Fatal("the build did not fail")
+	}
+	if _, err := os.Stat(fresh); err == nil {
+		t.Error("a failed build left a new output directory behind")
+	}
+}

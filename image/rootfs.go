@@ -33,7 +33,9 @@ func readRootfs(src, tempDir string) (*erofs.Tree, error) {
 			return nil, err
 		}
 		defer f.Close()
-		return erofs.TreeFromTar(f, tempDir)
+		// Hide the *os.File: the tree must not read from a file that is
+		// closed when this function returns, so it spools the tar instead.
+		return erofs.TreeFromTar(struct{ io.Reader }{f}, tempDir)
 	}
 	if _, err := os.Stat(filepath.Join(src, "oci-layout")); err == nil {
 		return readOCILayout(src, tempDir)
@@ -176,7 +178,8 @@ func openLayer(p string) (io.ReadCloser, error) {
 		}
 		return readCloser{z, func() error { z.Close(); return f.Close() }}, nil
 	}
-	return f, nil
+	// Not an *os.File, so that the tree spools it (the file is closed soon).
+	return readCloser{f, f.Close}, nil
 }
 
 // applyLayer puts the entries of layer over root, as a container runtime

@@ -33,6 +33,8 @@ type RunOptions struct {
 	// Exec, when set, waits for the root shell, runs this command line in
 	// it, powers the machine off, and returns the command's exit status.
 	Exec string
+	// ExecOutput receives the output of Exec (useful with Console nil).
+	ExecOutput io.Writer
 	// Snapshot discards the guest's writes to the disk.
 	Snapshot bool
 	// Drives are attached after the image disk.
@@ -102,7 +104,7 @@ func Run(ctx context.Context, o RunOptions) (int, error) {
 			return 0, nil
 		}
 	}
-	return runExec(ctx, m, o.Exec)
+	return runExec(ctx, m, o.Exec, o.ExecOutput)
 }
 
 func waitExit(m *vm.Machine) <-chan struct{} {
@@ -118,7 +120,7 @@ func waitExit(m *vm.Machine) <-chan struct{} {
 // its shell: firmware refusals and osguard-init failures.
 var bootFailure = regexp.MustCompile(`Access Denied|Security Violation|No bootable option|osguard-init: FAILED[^\n]*|Kernel panic[^\n]*`)
 
-func runExec(ctx context.Context, m *vm.Machine, command string) (int, error) {
+func runExec(ctx context.Context, m *vm.Machine, command string, output io.Writer) (int, error) {
 	deadline := 10 * time.Minute
 	if d, ok := ctx.Deadline(); ok {
 		deadline = time.Until(d)
@@ -153,7 +155,9 @@ func runExec(ctx context.Context, m *vm.Machine, command string) (int, error) {
 	} else if err != nil {
 		return 0, err
 	}
-	_ = out // the console writer already showed it
+	if output != nil {
+		io.WriteString(output, out)
+	}
 	m.Send("poweroff -f\n")
 	m.Wait(30 * time.Second)
 	return status, nil

@@ -1,7 +1,6 @@
 package selinux_test
 
 import (
-	"io/fs"
 	"testing"
 
 	"github.com/osguard/osguard/selinux"
@@ -18,5 +17,3 @@ func BenchmarkLookup(b *testing.B) {
 		c.Lookup(paths[i%len(paths)], 0)
 	}
 }
-
-var _ = fs.ModeDir

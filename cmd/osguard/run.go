@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"io"
 	"os"
 	"os/signal"
@@ -17,7 +18,7 @@ func init() { register(newRunCmd) }
 
 func newRunCmd() *cobra.Command {
 	var o image.RunOptions
-	var console bool
+	var console, quietConsole bool
 	cmd := &cobra.Command{
 		Use:   "run [DIR|disk.raw]",
 		Short: "Boot a built image in QEMU with OVMF Secure Boot and a swtpm TPM",
@@ -38,7 +39,14 @@ to it or named by --vars.
 			if len(args) == 1 {
 				o.Target = args[0]
 			}
-			o.Console = cmd.OutOrStdout()
+			if quietConsole {
+				if o.Exec == "" {
+					return failWith(2, errors.New("--quiet needs --exec: without it nothing would be shown"))
+				}
+				o.ExecOutput = cmd.OutOrStdout()
+			} else {
+				o.Console = cmd.OutOrStdout()
+			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			if console {
@@ -71,6 +79,7 @@ to it or named by --vars.
 	f.DurationVar(&o.Timeout, "timeout", 0, "stop the machine after this long, e.g. 2m (0: no limit)")
 	f.StringVar(&o.Exec, "exec", "", "run this command in the node's root shell, then power off")
 	f.BoolVar(&o.Snapshot, "snapshot", false, "discard the guest's writes to the disk")
+	f.BoolVarP(&quietConsole, "quiet", "q", false, "with --exec: hide the boot console, print only the command's output")
 	return cmd
 }
 

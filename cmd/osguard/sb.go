@@ -167,7 +167,16 @@ func newSBVerifyCmd() *cobra.Command {
 			verr := secureboot.VerifyPE(in, cert)
 			digest, derr := secureboot.PEDigest(in)
 			if asJSON {
-				rep := map[string]any{"file": args[0], "valid": verr == nil, "signer": sbCertJSON(cert)}
+				rep := map[string]any{"file": args[0], "valid": verr == nil, "cert": sbCertJSON(cert)}
+				signers := []map[string]string{}
+				if cs, err := secureboot.Signers(in); err == nil {
+					for _, c := range cs {
+						if c != nil {
+							signers = append(signers, sbCertJSON(c))
+						}
+					}
+				}
+				rep["signers"] = signers
 				if derr == nil {
 					rep["authenticodeSha256"] = hex.EncodeToString(digest)
 				}

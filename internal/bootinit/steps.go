@@ -55,6 +55,10 @@ func Run(log *Logger) (err error) {
 	if err := mountAPI(); err != nil {
 		return err
 	}
+	var uts unix.Utsname
+	unix.Uname(&uts)
+	lsm, _ := os.ReadFile("/sys/kernel/security/lsm")
+	log.Printf("pid=%d kernel=%s lsm=%s", os.Getpid(), unix.ByteSliceToString(uts.Release[:]), strings.TrimSpace(string(lsm)))
 	raw, err := os.ReadFile("/proc/cmdline")
 	if err != nil {
 		return fmt.Errorf("read /proc/cmdline: %w", err)
@@ -283,7 +287,8 @@ func openVerity(slot *UsrSlot, st Settings) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	dev, err := dm.Create(UsrDMName, "OSGUARD-USR-"+fmt.Sprintf("%x", st.UsrHash))
+	// DM UUIDs hold at most 128 characters; 32 bytes of hash identify it.
+	dev, err := dm.Create(UsrDMName, fmt.Sprintf("OSGUARD-USR-%x", st.UsrHash[:min(len(st.UsrHash), 32)]))
 	if err != nil {
 		return "", err
 	}
