@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 )
@@ -72,5 +73,22 @@ func main() {
 		os.Exit(ee.code)
 	}
 	fmt.Fprintln(os.Stderr, "osguard:", err)
+	if isUsageError(err) {
+		fmt.Fprintln(os.Stderr, "Run 'osguard --help' for usage.")
+		os.Exit(2)
+	}
 	os.Exit(1)
+}
+
+// isUsageError recognizes the usage errors cobra returns without passing
+// them through the flag error function: missing required flags, unknown
+// commands, and wrong argument counts.
+func isUsageError(err error) bool {
+	msg := err.Error()
+	for _, p := range []string{"required flag(s)", "unknown command", "accepts ", "requires at least", "requires at most", "received "} {
+		if strings.HasPrefix(msg, p) || strings.Contains(msg, " arg(s), received ") {
+			return true
+		}
+	}
+	return false
 }
