@@ -58,7 +58,7 @@ func buildBinaries(dir string) error {
 	return nil
 }
 
-func getFixture(t *testing.T) *fixture {
+func getFixture(t testing.TB) *fixture {
 	t.Helper()
 	testutil.Artifacts(t)
 	testutil.NeedFile(t, vm.OVMFVars)

@@ -1,0 +1,42 @@
+package image_test
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/osguard/osguard/image"
+	"github.com/osguard/osguard/internal/vm"
+	"github.com/osguard/osguard/internal/vm/vmtest"
+)
+
+// BenchmarkBuildDefault measures a warm build of the default image (keys
+// and fetched artifacts present). Goal: at most 5 s.
+func BenchmarkBuildDefault(b *testing.B) {
+	f := getFixture(b)
+	for i := 0; i < b.N; i++ {
+		if _, err := f.build("", filepath.Join(b.TempDir(), "out"), nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkBootToShell measures QEMU start to the userland's shell prompt
+// under TCG with OVMF Secure Boot and a swtpm TPM. Goal: at most 10 s.
+func BenchmarkBootToShell(b *testing.B) {
+	f := getFixture(b)
+	var total time.Duration
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		m := vmtest.Start(b, vm.Config{
+			UEFI: true, Vars: filepath.Join(f.out, image.VarsFile), TPM: true,
+			Drives: []vm.Drive{{Path: filepath.Join(f.out, image.DiskFile), Snapshot: true}},
+		})
+		if _, err := m.WaitForText(vm.ShellPrompt, 0, bootTimeout); err != nil {
+			b.Fatal(err)
+		}
+		total += time.Since(start)
+		m.Close()
+	}
+	b.ReportMetric(total.Seconds()/float64(b.N), "s/boot")
+}
