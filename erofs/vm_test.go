@@ -1,7 +1,6 @@
 package erofs_test
 
 import (
-	"bytes"
 	"io"
 	"os"
 	"os/exec"
@@ -89,18 +88,7 @@ func TestTargetKernelReadsImage(t *testing.T) {
 		}
 		recs = append(recs, cpio.StaticFile("lib/"+name+".ko", string(ko), 0o644))
 	}
-	cpio.MakeAllReproducible(recs)
-	var buf bytes.Buffer
-	w := cpio.Newc.Writer(&buf)
-	if err := cpio.WriteRecordsAndDirs(w, recs); err != nil {
-		t.Fatal(err)
-	}
-	if err := cpio.WriteTrailer(w); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(initrd, buf.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	vmtest.WriteCPIO(t, initrd, recs)
 	m := vmtest.Start(t, vm.Config{
 		Kernel: art.Vmlinuz, Initrd: initrd, Append: "console=ttyS0 panic=-1 quiet",
 		Drives: []vm.Drive{{Path: img, ReadOnly: true}},

@@ -377,18 +377,7 @@ func buildGuestInitramfs(t *testing.T, modules, dir string, busybox []byte, s *g
 	}
 	recs = append(recs, cpio.StaticFile("mod/order", strings.Join(order, "\n")+"\n", 0o644))
 	recs = append(recs, s.files...)
-	cpio.MakeAllReproducible(recs)
-	var buf bytes.Buffer
-	w := cpio.Newc.Writer(&buf)
-	if err := cpio.WriteRecordsAndDirs(w, recs); err != nil {
-		t.Fatal(err)
-	}
-	if err := cpio.WriteTrailer(w); err != nil {
-		t.Fatal(err)
-	}
 	out := filepath.Join(dir, "initramfs.cpio")
-	if err := os.WriteFile(out, buf.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	vmtest.WriteCPIO(t, out, recs)
 	return out
 }

@@ -74,19 +74,8 @@ func buildTestInitramfs(t *testing.T, modules, keysDir string) string {
 			recs = append(recs, cpio.StaticFile("keys/"+n, string(b), 0o644))
 		}
 	}
-	cpio.MakeAllReproducible(recs)
-	var buf bytes.Buffer
-	w := cpio.Newc.Writer(&buf)
-	if err := cpio.WriteRecordsAndDirs(w, recs); err != nil {
-		t.Fatal(err)
-	}
-	if err := cpio.WriteTrailer(w); err != nil {
-		t.Fatal(err)
-	}
 	out := filepath.Join(dir, "initramfs.cpio")
-	if err := os.WriteFile(out, buf.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	vmtest.WriteCPIO(t, out, recs)
 	return out
 }
 

@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/osguard/osguard/internal/atomicfile"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -84,18 +85,12 @@ and renamed, so a failure leaves nothing behind.`,
 				}
 				opts.Labeler = c
 			}
-			tmp, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".tmp-*")
+			tmp, err := atomicfile.Create(out, 0o644)
 			if err != nil {
 				return err
 			}
+			defer tmp.Abort()
 			opts.TempDir = filepath.Dir(out)
-			ok := false
-			defer func() {
-				if !ok {
-					tmp.Close()
-					os.Remove(tmp.Name())
-				}
-			}()
 			var size int64
 			if src == "-" {
 				size, err = erofs.BuildFromTar(cmd.InOrStdin(), tmp, opts)
@@ -114,16 +109,9 @@ and renamed, so a failure leaves nothing behind.`,
 			if err != nil {
 				return err
 			}
-			if err := tmp.Chmod(0o644); err != nil {
+			if err := tmp.Commit(); err != nil {
 				return err
 			}
-			if err := tmp.Close(); err != nil {
-				return err
-			}
-			if err := os.Rename(tmp.Name(), out); err != nil {
-				return err
-			}
-			ok = true
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")

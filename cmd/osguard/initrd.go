@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/osguard/osguard/internal/atomicfile"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -92,7 +93,7 @@ default).`,
 			if err := initrd.Build(opts, &buf); err != nil {
 				return err
 			}
-			if err := initrdWriteFile(out, buf.Bytes()); err != nil {
+			if err := atomicfile.WriteFile(out, buf.Bytes(), 0o644); err != nil {
 				return err
 			}
 			if asJSON {
@@ -121,26 +122,4 @@ default).`,
 	f.StringVarP(&out, "output", "o", "", "output file")
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	return cmd
-}
-
-// initrdWriteFile writes data to a temporary file next to path and renames
-// it, so that path never holds a partial initramfs.
-func initrdWriteFile(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

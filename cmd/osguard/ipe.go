@@ -4,9 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
+	"github.com/osguard/osguard/internal/atomicfile"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -128,7 +127,7 @@ func newIPEFmtCmd() *cobra.Command {
 			}
 			out := p.Format()
 			if write {
-				return ipeWriteFile(args[0], out)
+				return atomicfile.WriteFile(args[0], out, 0o644)
 			}
 			_, err = cmd.OutOrStdout().Write(out)
 			return err
@@ -216,7 +215,7 @@ func newIPESignCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return ipeWriteFile(out, der)
+			return atomicfile.WriteFile(out, der, 0o644)
 		},
 	}
 	cmd.Flags().StringVar(&keyPath, "key", "", "PEM private key (the db key)")
@@ -226,27 +225,4 @@ func newIPESignCmd() *cobra.Command {
 		cmd.MarkFlagRequired(f)
 	}
 	return cmd
-}
-
-// ipeWriteFile writes through a temp file in the same directory and a
-// rename, so that nothing half-written is left behind.
-func ipeWriteFile(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	_, err = io.Copy(f, strings.NewReader(string(data)))
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(f.Name(), 0o644)
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		os.Remove(f.Name())
-	}
-	return err
 }

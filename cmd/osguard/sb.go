@@ -8,9 +8,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/osguard/osguard/internal/atomicfile"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -105,7 +105,7 @@ func newSBVarsCmd() *cobra.Command {
 			if err := secureboot.WriteVarstore(tmpl, h, &buf); err != nil {
 				return err
 			}
-			return sbWriteFile(output, buf.Bytes(), 0o644)
+			return atomicfile.WriteFile(output, buf.Bytes(), 0o644)
 		},
 	}
 	cmd.Flags().StringVar(&keys, "keys", "", "key directory made by 'osguard keys init' (required)")
@@ -136,7 +136,7 @@ func newSBSignCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return sbWriteFile(output, out, 0o644)
+			return atomicfile.WriteFile(output, out, 0o644)
 		},
 	}
 	cmd.Flags().StringVar(&keyPath, "key", "", "PEM private key (required)")
@@ -286,26 +286,4 @@ func sbPrintJSON(w io.Writer, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(v)
-}
-
-// sbWriteFile writes through a temporary file in the same directory, so
-// that path is either absent, the old content or the whole new content.
-func sbWriteFile(path string, b []byte, mode os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }

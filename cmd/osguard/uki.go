@@ -4,8 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/osguard/osguard/internal/atomicfile"
 	"os"
-	"path/filepath"
 
 	"github.com/spf13/cobra"
 
@@ -88,7 +88,7 @@ for Secure Boot.`,
 					return err
 				}
 			}
-			return ukiWriteFile(out, img)
+			return atomicfile.WriteFile(out, img, 0o644)
 		},
 	}
 	f := cmd.Flags()
@@ -150,25 +150,4 @@ func newUKIInspectCmd() *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
 	return cmd
-}
-
-// ukiWriteFile writes data next to path and renames it into place.
-func ukiWriteFile(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

@@ -6,9 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/osguard/osguard/internal/atomicfile"
 	"io"
 	"os"
-	"path/filepath"
 
 	"github.com/spf13/cobra"
 
@@ -317,7 +317,7 @@ Specification verity-signature JSON, NUL-padded to SIZE bytes.`,
 					return err
 				}
 			}
-			return verityWriteFile(out, sig)
+			return atomicfile.WriteFile(out, sig, 0o644)
 		},
 	}
 	cmd.Flags().StringVar(&keyPath, "key", "", "PEM private key")
@@ -370,25 +370,4 @@ func newVerityVerifySigCmd() *cobra.Command {
 	cmd.Flags().StringVar(&certPath, "cert", "", "PEM certificate that must have signed")
 	_ = cmd.MarkFlagRequired("cert")
 	return cmd
-}
-
-// verityWriteFile writes b to a temporary file next to path and renames it.
-func verityWriteFile(path string, b []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

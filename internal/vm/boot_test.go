@@ -1,7 +1,6 @@
 package vm_test
 
 import (
-	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -38,19 +37,8 @@ func buildInitramfs(t *testing.T) string {
 		cpio.Directory("sys", 0o755),
 		cpio.StaticFile("init", string(data), 0o755),
 	}
-	cpio.MakeAllReproducible(recs)
-	var buf bytes.Buffer
-	w := cpio.Newc.Writer(&buf)
-	if err := cpio.WriteRecordsAndDirs(w, recs); err != nil {
-		t.Fatal(err)
-	}
-	if err := cpio.WriteTrailer(w); err != nil {
-		t.Fatal(err)
-	}
 	out := filepath.Join(dir, "initramfs.cpio")
-	if err := os.WriteFile(out, buf.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	vmtest.WriteCPIO(t, out, recs)
 	return out
 }
 

@@ -40,19 +40,8 @@ func busyboxInitramfs(t *testing.T) string {
 		cpio.StaticFile("bin/busybox", string(data), 0o755),
 		cpio.StaticFile("init", script, 0o755),
 	}
-	cpio.MakeAllReproducible(recs)
-	var buf bytes.Buffer
-	w := cpio.Newc.Writer(&buf)
-	if err := cpio.WriteRecordsAndDirs(w, recs); err != nil {
-		t.Fatal(err)
-	}
-	if err := cpio.WriteTrailer(w); err != nil {
-		t.Fatal(err)
-	}
 	out := filepath.Join(t.TempDir(), "bb.cpio")
-	if err := os.WriteFile(out, buf.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	vmtest.WriteCPIO(t, out, recs)
 	return out
 }
 

@@ -5,12 +5,16 @@
 package vmtest
 
 import (
+	"bytes"
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/u-root/u-root/pkg/cpio"
 
 	"github.com/osguard/osguard/internal/testutil"
 	"github.com/osguard/osguard/internal/vm"
@@ -65,4 +69,41 @@ func Tail(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// WriteCPIO writes records as a reproducible newc archive (the form the
+// kernel unpacks as an initramfs) to path, with the parent directories the
+// records need.
+func WriteCPIO(t testing.TB, path string, recs []cpio.Record) {
+	t.Helper()
+	cpio.MakeAllReproducible(recs)
+	var buf bytes.Buffer
+	w := cpio.Newc.Writer(&buf)
+	if err := cpio.WriteRecordsAndDirs(w, recs); err != nil {
+		t.Fatal(err)
+	}
+	if err := cpio.WriteTrailer(w); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// BuildStatic compiles the Go main package pkg (an import path or a
+// directory) as a static binary and returns its content; guests have no C
+// library.
+func BuildStatic(t testing.TB, pkg string) []byte {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "bin")
+	cmd := exec.Command("go", "build", "-trimpath", "-o", out, pkg)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v\n%s", pkg, err, b)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
