@@ -146,7 +146,7 @@ func (b *builder) step(format string, args ...any) {
 	}
 }
 
-// artifactsOrErr loads the fetched Debian pieces when the config relies on them.
+// artifacts loads the fetched Debian pieces, once, when the config relies on them.
 func (b *builder) artifacts() (*artifacts.Set, error) {
 	if b.art != nil {
 		return b.art, nil
