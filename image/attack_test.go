@@ -20,6 +20,7 @@ import (
 
 	"github.com/osguard/osguard/image"
 	"github.com/osguard/osguard/internal/bootinit"
+	"github.com/osguard/osguard/internal/sbomcheck"
 	"github.com/osguard/osguard/internal/testutil"
 	"github.com/osguard/osguard/internal/vm"
 	"github.com/osguard/osguard/internal/vm/vmtest"
@@ -633,6 +634,12 @@ func TestBuildFromRootfsDir(t *testing.T) {
 	}
 	if !bytes.Contains(cdx, []byte(`pkg:deb/debian/busybox-static@1%3A1.35.0-4+b3?arch=amd64`)) {
 		t.Error("CycloneDX lacks the busybox-static purl")
+	}
+	if err := sbomcheck.Validate(sbomcheck.SPDX23(t), spdx); err != nil {
+		t.Errorf("the build's SPDX does not validate: %v", err)
+	}
+	if err := sbomcheck.Validate(sbomcheck.CycloneDX15(t), cdx); err != nil {
+		t.Errorf("the build's CycloneDX does not validate: %v", err)
 	}
 	if res.Files != 3 {
 		t.Errorf("%d files in /usr, want 3 (busybox, osguard, the factory hostname)", res.Files)

@@ -6,16 +6,13 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/santhosh-tekuri/jsonschema/v6"
 	spdxjson "github.com/spdx/tools-golang/json"
 
-	"github.com/osguard/osguard/internal/testutil"
+	"github.com/osguard/osguard/internal/sbomcheck"
 )
 
 func sampleImage(t *testing.T) Image {
@@ -54,56 +51,13 @@ func TestParseDpkgStatus(t *testing.T) {
 	}
 }
 
-// cyclonedxSchemaDir finds the CycloneDX JSON schemas that ship in the
-// cyclonedx-go module, so that the validator is the standard's own schema.
-func cyclonedxSchemaDir(t *testing.T) string {
-	t.Helper()
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/CycloneDX/cyclonedx-go").Output()
-	if err != nil {
-		testutil.Missing(t, "cyclonedx-go module dir: %v", err)
-	}
-	dir := filepath.Join(strings.TrimSpace(string(out)), "schema")
-	testutil.NeedFile(t, filepath.Join(dir, "bom-1.5.schema.json"))
-	return dir
-}
-
 func TestCycloneDXValidatesAgainstSchema(t *testing.T) {
-	dir := cyclonedxSchemaDir(t)
-	c := jsonschema.NewCompiler()
-	// The module ships the JSF schema as "jsf-0.82.schemax.json"; the
-	// CycloneDX schema refers to it as "jsf-0.82.schema.json".
-	for name, file := range map[string]string{
-		"bom-1.5.schema.json":  "bom-1.5.schema.json",
-		"spdx.schema.json":     "spdx.schema.json",
-		"jsf-0.82.schema.json": "jsf-0.82.schemax.json",
-	} {
-		f, err := os.Open(filepath.Join(dir, file))
-		if err != nil {
-			t.Fatal(err)
-		}
-		doc, err := jsonschema.UnmarshalJSON(f)
-		f.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := c.AddResource("http://cyclonedx.org/schema/"+name, doc); err != nil {
-			t.Fatal(err)
-		}
-	}
-	c.AssertFormat()
-	sch, err := c.Compile("http://cyclonedx.org/schema/bom-1.5.schema.json")
-	if err != nil {
-		t.Fatal(err)
-	}
+	sch := sbomcheck.CycloneDX15(t)
 	var buf bytes.Buffer
 	if err := WriteCycloneDX(&buf, sampleImage(t)); err != nil {
 		t.Fatal(err)
 	}
-	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(buf.Bytes()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sch.Validate(inst); err != nil {
+	if err := sbomcheck.Validate(sch, buf.Bytes()); err != nil {
 		t.Fatalf("CycloneDX output does not validate: %v\n%s", err, buf.String())
 	}
 	// The schema must catch a broken document, or this test proves nothing.
@@ -153,5 +107,27 @@ func TestReproducible(t *testing.T) {
 		if !bytes.Equal(a.Bytes(), b.Bytes()) {
 			t.Errorf("%s: two writes of the same image differ", name)
 		}
+	}
+}
+
+// TestSPDXValidatesAgainstSchema checks our SPDX output against the SPDX
+// 2.3 JSON schema (the spec's own, as shipped in syft's Go module; see
+// scripts/fetch-artifacts).
+func TestSPDXValidatesAgainstSchema(t *testing.T) {
+	sch := sbomcheck.SPDX23(t)
+	var buf bytes.Buffer
+	if err := WriteSPDX(&buf, sampleImage(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := sbomcheck.Validate(sch, buf.Bytes()); err != nil {
+		t.Fatalf("SPDX output does not validate: %v", err)
+	}
+	// The schema must catch a broken document, or this test proves nothing.
+	var m map[string]any
+	json.Unmarshal(buf.Bytes(), &m)
+	delete(m, "SPDXID")
+	m["files"].([]any)[0].(map[string]any)["checksums"] = "none"
+	if err := sch.Validate(m); err == nil {
+		t.Error("the schema accepted a document without SPDXID and with bad checksums")
 	}
 }

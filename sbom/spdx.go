@@ -51,7 +51,7 @@ func WriteSPDX(w io.Writer, im Image) error {
 		PackageDownloadLocation:   "NOASSERTION",
 		FilesAnalyzed:             true,
 		IsFilesAnalyzedTagPresent: true,
-		PrimaryPackagePurpose:     "OPERATING-SYSTEM",
+		PrimaryPackagePurpose:     "OPERATING_SYSTEM",
 		PackageComment:            "/usr dm-verity root hash " + im.RootHash,
 	}
 	doc.Packages = append(doc.Packages, image)

@@ -26,6 +26,10 @@ type Set struct {
 	UkifyRoot          string // unpacked systemd-ukify
 	Busybox            string // static busybox from trixie's busybox-static
 	BusyboxDeb         string
+	// SPDXSchema is the SPDX 2.3 JSON schema (from syft's Go module, in the
+	// Go module cache of whoever ran make deps); only tests read it, so
+	// Load does not insist on it.
+	SPDXSchema string
 }
 
 // ErrNotFetched is returned when the artifacts file does not exist yet.
@@ -116,6 +120,7 @@ func Load() (*Set, error) {
 		UkifyRoot:          kv["SYSTEMD_UKIFY_ROOT"],
 		Busybox:            kv["BUSYBOX"],
 		BusyboxDeb:         kv["BUSYBOX_DEB"],
+		SPDXSchema:         kv["SPDX_SCHEMA"],
 	}
 	for name, path := range map[string]string{
 		"KERNEL_DEB": s.KernelDeb, "KERNEL_VMLINUZ": s.Vmlinuz, "KERNEL_MODULES": s.Modules,

@@ -8,10 +8,12 @@ package main
 
 import (
 	"bufio"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -117,8 +119,9 @@ func openAudit() error {
 	return nil
 }
 
-// rule returns the rule="..." of the next BPRM_CHECK record for path, or "?".
-func (a auditLog) rule(path string) string {
+// rule returns the rule="..." of the next record of hook (BPRM_CHECK,
+// KERNEL_READ) for path, or "?".
+func (a auditLog) rule(hook, path string) string {
 	buf := make([]byte, 8192)
 	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); {
 		n, err := unix.Read(a.fd, buf)
@@ -129,7 +132,7 @@ func (a auditLog) rule(path string) string {
 			continue
 		}
 		rec := string(buf[:n])
-		if !strings.Contains(rec, "ipe_hook=BPRM_CHECK") || !strings.Contains(rec, ` path="`+path+`"`) {
+		if !strings.Contains(rec, "ipe_hook="+hook+" ") || !strings.Contains(rec, ` path="`+path+`"`) {
 			continue
 		}
 		rec, _, _ = strings.Cut(rec, "\n")
@@ -178,9 +181,43 @@ func script() error {
 			}
 		case "verity": // verity NAME DATA HASH BLOCKS ROOT SALT [SIGFILE]
 			result(n, verity(args[1:]))
-		case "mount": // mount DEV DIR FSTYPE
+		case "mount": // mount DEV DIR FSTYPE [rw]
 			os.MkdirAll(args[2], 0o755)
-			result(n, unix.Mount(args[1], args[2], args[3], unix.MS_RDONLY, ""))
+			flags := uintptr(unix.MS_RDONLY)
+			if len(args) > 4 && args[4] == "rw" {
+				flags = 0
+			}
+			result(n, unix.Mount(args[1], args[2], args[3], flags, ""))
+		case "fskey": // fskey CERTFILE: add a DER certificate to .fs-verity
+			result(n, fsKey(args[1]))
+		case "fsverity": // fsverity FILE [SIGFILE]: enable fs-verity, print the digest
+			d, err := fsVerity(args[1:])
+			if err != nil {
+				result(n, err)
+			} else {
+				say("%d TEXT %s", n, d)
+			}
+		case "kmod": // kmod FILE NAME: finit_module, then delete_module NAME
+			f, err := os.Open(args[1])
+			if err != nil {
+				result(n, err)
+				break
+			}
+			err = unix.FinitModule(int(f.Fd()), "", 0)
+			f.Close()
+			switch {
+			case err == nil:
+				rule := audit.rule("KERNEL_READ", args[1])
+				if err := unix.DeleteModule(args[2], unix.O_NONBLOCK); err != nil {
+					say("%d FAIL delete_module %s: %v", n, args[2], err)
+				} else {
+					say("%d ALLOW %s", n, rule)
+				}
+			case errors.Is(err, syscall.EACCES):
+				say("%d DENY %s", n, audit.rule("KERNEL_READ", args[1]))
+			default:
+				say("%d FAIL finit_module: %v", n, err)
+			}
 		case "tmpfs": // tmpfs DIR
 			os.MkdirAll(args[1], 0o755)
 			result(n, unix.Mount("tmpfs", args[1], "tmpfs", 0, ""))
@@ -194,9 +231,9 @@ func script() error {
 			err := exec.Command(args[1], args[2:]...).Run()
 			switch {
 			case err == nil:
-				say("%d ALLOW %s", n, audit.rule(args[1]))
+				say("%d ALLOW %s", n, audit.rule("BPRM_CHECK", args[1]))
 			case errors.Is(err, syscall.EACCES):
-				say("%d DENY %s", n, audit.rule(args[1]))
+				say("%d DENY %s", n, audit.rule("BPRM_CHECK", args[1]))
 			default:
 				say("%d FAIL %v", n, err)
 			}
@@ -253,6 +290,66 @@ func verity(a []string) error {
 		return fmt.Errorf("DM_DEV_SUSPEND (resume): %w", err)
 	}
 	return unix.Mknod("/dev/"+name, unix.S_IFBLK|0o600, int(h.Dev))
+}
+
+// fsKey adds the DER certificate in file to the kernel's .fs-verity
+// keyring, against which fs-verity builtin signatures are checked.
+func fsKey(file string) error {
+	der, err := os.ReadFile(file)
+	if err != nil {
+		return err
+	}
+	keys, err := os.ReadFile("/proc/keys")
+	if err != nil {
+		return err
+	}
+	for _, l := range strings.Split(string(keys), "\n") {
+		f := strings.Fields(l)
+		if len(f) >= 9 && f[7] == "keyring" && strings.TrimSuffix(f[8], ":") == ".fs-verity" {
+			id, err := strconv.ParseUint(f[0], 16, 32)
+			if err != nil {
+				return err
+			}
+			_, err = unix.AddKey("asymmetric", "", der, int(id))
+			return err
+		}
+	}
+	return errors.New("no .fs-verity keyring in /proc/keys")
+}
+
+// fsVerity enables fs-verity (sha256, 4096-byte blocks, no salt) on a[0],
+// with the builtin signature in a[1] if given, and returns the file's
+// digest as FS_IOC_MEASURE_VERITY reports it (sha256:HEX).
+func fsVerity(a []string) (string, error) {
+	f, err := os.Open(a[0])
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	arg := unix.FsverityEnableArg{Version: 1, Hash_algorithm: unix.FS_VERITY_HASH_ALG_SHA256, Block_size: 4096}
+	var sig []byte
+	if len(a) > 1 {
+		if sig, err = os.ReadFile(a[1]); err != nil {
+			return "", err
+		}
+		arg.Sig_size = uint32(len(sig))
+		arg.Sig_ptr = uint64(uintptr(unsafe.Pointer(&sig[0])))
+	}
+	_, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), unix.FS_IOC_ENABLE_VERITY, uintptr(unsafe.Pointer(&arg)))
+	runtime.KeepAlive(sig)
+	if errno != 0 {
+		return "", errno
+	}
+	buf := make([]byte, 4+64)
+	*(*unix.FsverityDigest)(unsafe.Pointer(&buf[0])) = unix.FsverityDigest{Size: 64}
+	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), unix.FS_IOC_MEASURE_VERITY, uintptr(unsafe.Pointer(&buf[0]))); errno != 0 {
+		return "", errno
+	}
+	d := *(*unix.FsverityDigest)(unsafe.Pointer(&buf[0]))
+	if d.Algorithm != unix.FS_VERITY_HASH_ALG_SHA256 {
+		return "", fmt.Errorf("digest algorithm %d", d.Algorithm)
+	}
+	return "sha256:" + hex.EncodeToString(buf[4:4+d.Size]), nil
 }
 
 func dmIoctl(fd int, req uint, name string, flags, targets uint32, payload []byte) (*unix.DmIoctl, error) {
