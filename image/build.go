@@ -332,7 +332,17 @@ func (b *builder) run() error {
 	}
 	b.step("usr: writing the EROFS image")
 	usrPath := filepath.Join(b.stage, "usr.erofs")
-	seed := sha256.Sum256(append([]byte(cfg.Metadata.Name+"\x00"+cfg.Metadata.Version+"\x00"), manifest...))
+	// The seed from which UUIDs and salts derive: everything that decides
+	// the bytes of the usr image.
+	seedIn := fmt.Sprintf("%s\x00%s\x00%d\x00%s\x00", cfg.Metadata.Name, cfg.Metadata.Version, epoch, cfg.Spec.SELinux.Mode)
+	if labeler != nil {
+		fc, err := os.ReadFile(cfg.Path(cfg.Spec.SELinux.FileContexts))
+		if err != nil {
+			return fmt.Errorf("selinux: %w", err)
+		}
+		seedIn += fmt.Sprintf("%x\x00", sha256.Sum256(fc))
+	}
+	seed := sha256.Sum256(append([]byte(seedIn), manifest...))
 	usrSize, err := writeFile(usrPath, func(w io.WriterAt) (int64, error) {
 		return usr.WriteImage(w, erofs.Options{
 			BuildTime: epoch, UUID: verity.DeriveUUID(append([]byte("erofs-usr"), seed[:]...)),
@@ -346,13 +356,11 @@ func (b *builder) run() error {
 
 	// dm-verity.
 	b.step("usr: dm-verity hash tree")
-	usrSum, err := fileSHA256(usrPath)
-	if err != nil {
-		return err
-	}
+	// The seed already covers every byte that goes into the image (paths,
+	// metadata and file digests), so the salt needs no second read of it.
 	vp := verity.DefaultParams()
-	vp.Salt = verity.DeriveSalt(append([]byte("verity-salt"), usrSum[:]...))
-	vp.UUID = verity.DeriveUUID(append([]byte("verity-uuid"), usrSum[:]...))
+	vp.Salt = verity.DeriveSalt(append([]byte("verity-salt"), seed[:]...))
+	vp.UUID = verity.DeriveUUID(append([]byte("verity-uuid"), seed[:]...))
 	hashPath := filepath.Join(b.stage, "usr.verity")
 	vres, err := verity.FormatFile(usrPath, hashPath, vp)
 	if err != nil {
@@ -661,21 +669,6 @@ func writeFile(path string, fill func(io.WriterAt) (int64, error)) (int64, error
 		err = cerr
 	}
 	return n, err
-}
-
-func fileSHA256(path string) ([32]byte, error) {
-	var sum [32]byte
-	f, err := os.Open(path)
-	if err != nil {
-		return sum, err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return sum, err
-	}
-	copy(sum[:], h.Sum(nil))
-	return sum, nil
 }
 
 // hashFiles digests every regular file of the /usr tree for the SBOM and

@@ -2,6 +2,8 @@ package ipe
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"os"
@@ -30,6 +32,59 @@ var moduleOrder = []string{
 	"lib/reed_solomon/reed_solomon", "drivers/md/dm-mod", "drivers/md/dm-bufio", "drivers/md/dm-verity",
 	"arch/x86/crypto/crc32c-intel", "lib/libcrc32c", "fs/erofs/erofs",
 	"drivers/block/virtio_blk",
+}
+
+// kmodPath is the module the KMODULE cases load and unload: small, without
+// dependencies, not loaded otherwise, and removable.
+const kmodPath, kmodName = "lib/ts_kmp", "ts_kmp"
+
+// readModule returns the decompressed module kernel/m.ko.xz of modules.
+func readModule(t *testing.T, modules, m string) []byte {
+	t.Helper()
+	f, err := os.Open(filepath.Join(modules, "kernel", m+".ko.xz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := xz.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ko bytes.Buffer
+	if _, err := ko.ReadFrom(r); err != nil {
+		t.Fatalf("decompress %s: %v", m, err)
+	}
+	return ko.Bytes()
+}
+
+// fsverityDigest computes the fs-verity file digest (sha256, 4096-byte
+// Merkle tree blocks, no salt) as FS_IOC_MEASURE_VERITY reports it: the
+// sha256 of the fsverity_descriptor that holds the Merkle tree root hash.
+func fsverityDigest(data []byte) *Digest {
+	const bs = 4096
+	var root [sha256.Size]byte
+	if len(data) > 0 {
+		level := data
+		for len(level) > bs {
+			var next []byte
+			for off := 0; off < len(level); off += bs {
+				block := make([]byte, bs)
+				copy(block, level[off:min(off+bs, len(level))])
+				h := sha256.Sum256(block)
+				next = append(next, h[:]...)
+			}
+			level = next
+		}
+		block := make([]byte, bs)
+		copy(block, level)
+		root = sha256.Sum256(block)
+	}
+	desc := make([]byte, 256)
+	desc[0], desc[1], desc[2] = 1, 1, 12 // version, FS_VERITY_HASH_ALG_SHA256, log2(block size)
+	binary.LittleEndian.PutUint64(desc[8:], uint64(len(data)))
+	copy(desc[16:], root[:])
+	d := sha256.Sum256(desc)
+	return &Digest{Alg: "sha256", Value: d[:]}
 }
 
 // guestScript collects the guest's commands and what the host expects.
@@ -97,7 +152,7 @@ func TestKernel(t *testing.T) {
 		t.Skip("boots QEMU")
 	}
 	art := testutil.Artifacts(t)
-	tools := testutil.NeedTool(t, "qemu-system-x86_64", "mkfs.erofs", "veritysetup", "busybox")
+	tools := testutil.NeedTool(t, "qemu-system-x86_64", "mkfs.erofs", "veritysetup", "busybox", "mkfs.ext4")
 	busyboxPath := tools[3]
 	if out, _ := exec.Command("file", "-L", busyboxPath).Output(); !bytes.Contains(out, []byte("statically linked")) {
 		testutil.Missing(t, "%s is not static (install busybox-static)", busyboxPath)
@@ -155,6 +210,37 @@ func TestKernel(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// fs-verity volume: ext4 with the verity feature, holding busybox three
+	// times (to get a signed, an unsigned and no fs-verity) and a module;
+	// the guest enables fs-verity. The digests and the builtin signatures
+	// (PKCS#7 over the fsverity_formatted_digest, checked against the
+	// .fs-verity keyring, to which the guest adds our db certificate) are
+	// computed here.
+	kmodData := readModule(t, art.Modules, kmodPath)
+	extRoot := filepath.Join(dir, "ext")
+	for _, f := range []struct {
+		name string
+		data []byte
+	}{{"signed/busybox", bb}, {"unsigned/busybox", bb}, {"plain/busybox", bb}, {"kmod/" + kmodName + ".ko", kmodData}} {
+		os.MkdirAll(filepath.Dir(filepath.Join(extRoot, f.name)), 0o755)
+		if err := os.WriteFile(filepath.Join(extRoot, f.name), f.data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	extImg := filepath.Join(dir, "ext.img")
+	run(t, tools[4], "-q", "-F", "-t", "ext4", "-b", "4096", "-O", "verity", "-U", "00000000-0000-0000-0000-000000000002",
+		"-E", "root_owner=0:0,hash_seed=00000000-0000-0000-0000-000000000003", "-d", extRoot, extImg, "16M")
+	fsvDigest := fsverityDigest(bb)
+	kmodDigest := fsverityDigest(kmodData)
+	fsvSign := func(d *Digest) []byte {
+		fd := append([]byte("FSVerity"), 1, 0, byte(len(d.Value)), 0) // sha256, digest size (le16)
+		sig, err := p7.SignDetached(append(fd, d.Value...), key, cert)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sig
+	}
+
 	s := &guestScript{checks: map[int]func(*testing.T, string){}}
 	// sign signs any text, valid or not, as the corpus needs; signPolicy
 	// goes through Sign, the path users take.
@@ -189,6 +275,19 @@ func TestKernel(t *testing.T) {
 	s.add("mount /dev/vnosig /mnt/nosig erofs", wantErrno("mount unsigned", 0))
 	s.add("tmpfs /mnt/tmp", wantErrno("tmpfs", 0))
 	s.add("copy /bin/busybox /mnt/tmp/busybox", wantErrno("copy", 0))
+	s.add("mount /dev/vdc /mnt/ext ext4 rw", wantErrno("mount ext4", 0))
+	s.add("fskey "+s.file("/fsverity/db.der", cert.Raw), wantErrno("add db certificate to .fs-verity", 0))
+	wantDigest := func(what string, d *Digest) func(*testing.T, string) {
+		return func(t *testing.T, got string) {
+			if want := "TEXT " + d.String(); got != want {
+				t.Errorf("%s: FS_IOC_MEASURE_VERITY %s, computed here %s", what, describe(got), want)
+			}
+		}
+	}
+	s.add("fsverity /mnt/ext/signed/busybox "+s.file("/fsverity/busybox.sig", fsvSign(fsvDigest)), wantDigest("signed fs-verity", fsvDigest))
+	s.add("fsverity /mnt/ext/unsigned/busybox", wantDigest("unsigned fs-verity", fsvDigest))
+	s.add("fsverity /mnt/ext/kmod/"+kmodName+".ko "+s.file("/fsverity/kmod.sig", fsvSign(kmodDigest)), wantDigest("signed fs-verity module", kmodDigest))
+	s.add("copy /kmod/"+kmodName+".ko /mnt/tmp/"+kmodName+".ko", wantErrno("copy module", 0))
 	locations := []struct {
 		name, path string
 		facts      Facts
@@ -197,6 +296,17 @@ func TestKernel(t *testing.T) {
 		{"signed-verity", "/mnt/sig/bin/busybox", Facts{DMVerityRootHash: rootDigest, DMVeritySignature: true}},
 		{"unsigned-verity", "/mnt/nosig/bin/busybox", Facts{DMVerityRootHash: rootDigest}},
 		{"tmpfs", "/mnt/tmp/busybox", Facts{}},
+		{"fsverity-signed", "/mnt/ext/signed/busybox", Facts{FSVerityDigest: fsvDigest, FSVeritySignature: true}},
+		{"fsverity-unsigned", "/mnt/ext/unsigned/busybox", Facts{FSVerityDigest: fsvDigest}},
+		{"ext4", "/mnt/ext/plain/busybox", Facts{}},
+	}
+	kmodLocations := []struct {
+		name, path string
+		facts      Facts
+	}{
+		{"initramfs", "/kmod/" + kmodName + ".ko", Facts{BootVerified: true}},
+		{"tmpfs", "/mnt/tmp/" + kmodName + ".ko", Facts{}},
+		{"fsverity-signed", "/mnt/ext/kmod/" + kmodName + ".ko", Facts{FSVerityDigest: kmodDigest, FSVeritySignature: true}},
 	}
 	upper := strings.ToUpper(rootHex)
 	evalPolicies := []string{
@@ -212,39 +322,53 @@ func TestKernel(t *testing.T) {
 		string(Generate(GenerateOptions{Name: "ev6", Version: "6.0.0", AllowRootHashes: []string{"sha256:" + rootHex}, NoSignedDMVerity: true})),
 	}
 	parsed := map[string]*Policy{}
-	allowed, denied := 0, 0
-	for i, text := range evalPolicies {
+	type tally struct{ allow, deny int }
+	counts := map[Op]*tally{OpExecute: {}, OpKmodule: {}}
+	// judge adds one operation on the file at path (EXECUTE: exec it;
+	// KMODULE: finit_module it, then unload it) and checks the kernel's
+	// verdict and audited rule against Evaluate.
+	judge := func(p *Policy, op Op, where, path string, facts Facts) {
+		d := p.Evaluate(op, facts)
+		want := map[bool]string{true: "ALLOW", false: "DENY"}[d.Allow]
+		if d.Allow {
+			counts[op].allow++
+		} else {
+			counts[op].deny++
+		}
+		what := fmt.Sprintf("%s: %s from %s (Evaluate: line %d %q)", p.Name, op, where, d.Line, d.Rule)
+		// The kernel's audit record names the rule that decided,
+		// with digests in uppercase hex.
+		wantRule := "rule=" + regexp.MustCompile(`:[0-9a-f]+ `).ReplaceAllStringFunc(d.Rule, strings.ToUpper)
+		line := "exec " + path + " true"
+		if op == OpKmodule {
+			line = "kmod " + path + " " + kmodName
+		}
+		s.add(line, func(t *testing.T, got string) {
+			verdict, rule, _ := strings.Cut(got, " ")
+			rule = strings.ReplaceAll(rule, `"`, "")
+			if verdict != want {
+				t.Errorf("%s: kernel %s, Evaluate %s", what, got, want)
+			} else if rule != wantRule {
+				t.Errorf("%s: kernel audit %s, Evaluate %s", what, rule, wantRule)
+			}
+		})
+	}
+	loadActivate := func(text string) *Policy {
 		p, err := Parse([]byte(text))
 		if err != nil {
-			t.Fatalf("eval policy %d: %v", i+1, err)
+			t.Fatalf("eval policy %q: %v", text, err)
 		}
 		parsed[p.Name] = p
 		s.add("load "+s.file(fmt.Sprintf("/eval/%s.p7s", p.Name), signPolicy([]byte(text))), wantErrno("load "+p.Name, 0))
 		s.add("activate "+p.Name, wantErrno("activate "+p.Name, 0))
+		return p
+	}
+	for _, text := range evalPolicies {
+		p := loadActivate(text)
 		for _, loc := range locations {
-			d := p.Evaluate(OpExecute, loc.facts)
-			want := map[bool]string{true: "ALLOW", false: "DENY"}[d.Allow]
-			if d.Allow {
-				allowed++
-			} else {
-				denied++
-			}
-			what := fmt.Sprintf("%s: exec from %s (Evaluate: line %d %q)", p.Name, loc.name, d.Line, d.Rule)
-			// The kernel's audit record names the rule that decided,
-			// with digests in uppercase hex.
-			wantRule := "rule=" + regexp.MustCompile(`:[0-9a-f]+ `).ReplaceAllStringFunc(d.Rule, strings.ToUpper)
-			s.add("exec "+loc.path+" true", func(t *testing.T, got string) {
-				verdict, rule, _ := strings.Cut(got, " ")
-				rule = strings.ReplaceAll(rule, `"`, "")
-				if verdict != want {
-					t.Errorf("%s: kernel %s, Evaluate %s", what, got, want)
-				} else if rule != wantRule {
-					t.Errorf("%s: kernel audit %s, Evaluate %s", what, rule, wantRule)
-				}
-			})
+			judge(p, OpExecute, loc.name, loc.path, loc.facts)
 		}
 	}
-	t.Logf("evaluation cases: %d allow, %d deny", allowed, denied)
 
 	// 3. Versions: ev6 (6.0.0) is active.
 	active := parsed["ev6"]
@@ -286,18 +410,69 @@ func TestKernel(t *testing.T) {
 		}
 	})
 
+	// 4. fs-verity and KMODULE policies, of versions above ev6's.
+	fsvHex := hex.EncodeToString(fsvDigest.Value)
+	wrong := bytes.Clone(fsvDigest.Value)
+	wrong[31] ^= 1
+	fsvPolicies := []string{
+		"policy_name=fv1 policy_version=7.0.0\nDEFAULT action=ALLOW\nDEFAULT op=EXECUTE action=DENY\n" +
+			"op=EXECUTE fsverity_digest=sha256:" + strings.ToUpper(fsvHex) + " action=ALLOW\n",
+		"policy_name=fv2 policy_version=7.1.0\nDEFAULT action=DENY\n" +
+			"op=EXECUTE fsverity_digest=sha256:" + hex.EncodeToString(wrong) + " action=ALLOW\n" +
+			"op=EXECUTE fsverity_digest=sha512:" + fsvHex + " action=ALLOW\n" +
+			"op=EXECUTE fsverity_digest=sha256:" + fsvHex[:62] + " action=ALLOW\n" +
+			"op=EXECUTE dmverity_roothash=sha256:" + fsvHex + " action=ALLOW\n" +
+			"op=EXECUTE boot_verified=TRUE action=ALLOW\n",
+		"policy_name=fv3 policy_version=7.2.0\nDEFAULT action=ALLOW\nDEFAULT op=EXECUTE action=DENY\n" +
+			"op=EXECUTE fsverity_signature=TRUE action=ALLOW\n",
+		"policy_name=fv4 policy_version=7.3.0\nDEFAULT action=ALLOW\nop=EXECUTE fsverity_signature=FALSE action=DENY\n",
+		"policy_name=fv5 policy_version=7.4.0\nDEFAULT action=ALLOW\nDEFAULT op=EXECUTE action=DENY\n" +
+			"op=EXECUTE fsverity_digest=sha256:" + fsvHex + " fsverity_signature=FALSE action=ALLOW\n" +
+			"op=EXECUTE fsverity_signature=TRUE dmverity_signature=TRUE action=ALLOW\n" +
+			"op=EXECUTE boot_verified=TRUE fsverity_signature=FALSE action=ALLOW\n" +
+			"op=EXECUTE dmverity_signature=FALSE fsverity_signature=FALSE boot_verified=FALSE action=ALLOW\n",
+	}
+	for _, text := range fsvPolicies {
+		p := loadActivate(text)
+		for _, loc := range locations {
+			judge(p, OpExecute, loc.name, loc.path, loc.facts)
+		}
+	}
+	kmodPolicies := []string{
+		"policy_name=km1 policy_version=8.0.0\nDEFAULT action=ALLOW\nDEFAULT op=KMODULE action=DENY\n" +
+			"op=KMODULE boot_verified=TRUE action=ALLOW\n",
+		"policy_name=km2 policy_version=8.1.0\nDEFAULT action=ALLOW\nop=KMODULE boot_verified=TRUE action=DENY\n",
+		"policy_name=km3 policy_version=8.2.0\nDEFAULT action=DENY\nDEFAULT op=EXECUTE action=ALLOW\n" +
+			"op=KMODULE boot_verified=FALSE fsverity_signature=FALSE action=ALLOW\n",
+		"policy_name=km4 policy_version=8.3.0\nDEFAULT action=ALLOW\nDEFAULT op=KMODULE action=DENY\n" +
+			"op=EXECUTE boot_verified=TRUE action=DENY\nop=KMODULE fsverity_signature=TRUE action=ALLOW\n",
+		"policy_name=km5 policy_version=8.4.0\nDEFAULT action=DENY\nop=KMODULE fsverity_digest=sha256:" + fsvHex + " action=ALLOW\n" +
+			"op=KMODULE fsverity_digest=" + kmodDigest.String() + " action=DENY\nop=KMODULE action=ALLOW\n",
+	}
+	for _, text := range kmodPolicies {
+		p := loadActivate(text)
+		for _, loc := range kmodLocations {
+			judge(p, OpKmodule, loc.name, loc.path, loc.facts)
+		}
+	}
+	for _, op := range []Op{OpExecute, OpKmodule} {
+		t.Logf("evaluation cases %s: %d allow, %d deny", op, counts[op].allow, counts[op].deny)
+	}
+
+	s.files = append(s.files, cpio.StaticFile("kmod/"+kmodName+".ko", string(kmodData), 0o644))
 	initrd := buildGuestInitramfs(t, art.Modules, dir, bb, s)
 
 	// One boot: db in .platform; run the script.
 	start := time.Now()
 	m := vmtest.Start(t, vm.Config{UEFI: true, Kernel: art.Vmlinuz, Initrd: initrd, Vars: vars,
 		Append: "console=ttyS0 panic=-1 quiet",
-		Drives: []vm.Drive{{Path: data, ReadOnly: true}, {Path: hashImg, ReadOnly: true}}})
+		Drives: []vm.Drive{{Path: data, ReadOnly: true}, {Path: hashImg, ReadOnly: true}, {Path: extImg}}})
 	if err := m.Wait(4 * time.Minute); err != nil {
 		t.Fatalf("test boot: %v\n%s", err, vmtest.Tail(m.Console(), 60))
 	}
 	t.Logf("test boot: %v", time.Since(start).Round(time.Second))
 	con := strings.ReplaceAll(m.Console(), "\r", "")
+	os.WriteFile("/tmp/con.txt", []byte(con), 0o644)
 	if !strings.Contains(con, "osguard ipe test db") { // the key description is "CN: SKI"
 		t.Fatalf(".platform does not hold the test db certificate:\n%s", vmtest.Tail(con, 40))
 	}
@@ -352,27 +527,15 @@ func buildGuestInitramfs(t *testing.T, modules, dir string, busybox []byte, s *g
 		cpio.Directory("proc", 0o755), cpio.Directory("sys", 0o755), cpio.Directory("mnt", 0o755),
 		cpio.Directory("bin", 0o755), cpio.Directory("mod", 0o755),
 		cpio.Directory("corpus", 0o755), cpio.Directory("eval", 0o755), cpio.Directory("verity", 0o755),
+		cpio.Directory("fsverity", 0o755), cpio.Directory("kmod", 0o755),
 		cpio.StaticFile("init", string(initBin), 0o755),
 		cpio.StaticFile("bin/busybox", string(busybox), 0o755),
 		cpio.StaticFile("script", strings.Join(s.lines, "\n")+"\n", 0o644),
 	}
 	var order []string
 	for _, m := range moduleOrder {
-		f, err := os.Open(filepath.Join(modules, "kernel", m+".ko.xz"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, err := xz.NewReader(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var ko bytes.Buffer
-		if _, err := ko.ReadFrom(r); err != nil {
-			t.Fatalf("decompress %s: %v", m, err)
-		}
-		f.Close()
 		name := filepath.Base(m)
-		recs = append(recs, cpio.StaticFile("mod/"+name+".ko", ko.String(), 0o644))
+		recs = append(recs, cpio.StaticFile("mod/"+name+".ko", string(readModule(t, modules, m)), 0o644))
 		order = append(order, name)
 	}
 	recs = append(recs, cpio.StaticFile("mod/order", strings.Join(order, "\n")+"\n", 0o644))
