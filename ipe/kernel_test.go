@@ -145,8 +145,13 @@ func run(t *testing.T, name string, args ...string) string {
 // exactly as Parse says, with the same errno; executions from the
 // initramfs, a signed and an unsigned dm-verity volume and a fresh tmpfs
 // are allowed or denied as Evaluate says under several active policies;
-// and the version rules of activation and update match CanActivate and
-// CanUpdate.
+// the version rules of activation and update match CanActivate and
+// CanUpdate; executions from an ext4 volume (fs-verity with a builtin
+// signature checked against .fs-verity, fs-verity unsigned, no fs-verity)
+// are judged as Evaluate says under fsverity_digest and fsverity_signature
+// rules; and finit_module of a module from the initramfs, a tmpfs and a
+// signed fs-verity file succeeds or fails with EACCES as Evaluate(OpKmodule)
+// says.
 func TestKernel(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots QEMU")
@@ -472,7 +477,6 @@ func TestKernel(t *testing.T) {
 	}
 	t.Logf("test boot: %v", time.Since(start).Round(time.Second))
 	con := strings.ReplaceAll(m.Console(), "\r", "")
-	os.WriteFile("/tmp/con.txt", []byte(con), 0o644)
 	if !strings.Contains(con, "osguard ipe test db") { // the key description is "CN: SKI"
 		t.Fatalf(".platform does not hold the test db certificate:\n%s", vmtest.Tail(con, 40))
 	}
