@@ -92,6 +92,8 @@ type Options struct {
 	Securityfs   string // default /sys/kernel/security
 	Selinuxfs    string // default /sys/fs/selinux
 	TPM          string // default /sys/class/tpm/tpm0
+	// NoMount leaves unmounted pseudo file systems unmounted (tests).
+	NoMount bool
 }
 
 func (o *Options) defaults() {
@@ -121,8 +123,14 @@ func Collect(o Options) *Status {
 	}
 
 	// Secure Boot.
-	ensureMounted("efivarfs", o.Efivars, "efivarfs")
-	if st, err := secureboot.ReadState(secureboot.Efivarfs{Dir: o.Efivars}); err != nil {
+	mount := ensureMounted
+	if o.NoMount {
+		mount = func(string, string, string) {}
+	}
+	mount("efivarfs", o.Efivars, "efivarfs")
+	if ents, err := os.ReadDir(o.Efivars); err != nil || len(ents) == 0 {
+		add("secure-boot", false, "no UEFI variables in %s: not booted through UEFI, or efivarfs cannot be mounted", o.Efivars)
+	} else if st, err := secureboot.ReadState(secureboot.Efivarfs{Dir: o.Efivars}); err != nil {
 		add("secure-boot", false, "cannot read the UEFI variables: %v", err)
 	} else {
 		s.SecureBoot.Enabled, s.SecureBoot.SetupMode = st.SecureBoot, st.SetupMode
@@ -134,7 +142,11 @@ func Collect(o Options) *Status {
 	}
 
 	s.checkUsr(add)
+	mount("securityfs", o.Securityfs, "securityfs")
 	s.checkIPE(o.Securityfs, add)
+	if _, err := os.Stat(filepath.Join(o.Selinuxfs, "enforce")); err != nil {
+		mount("selinuxfs", o.Selinuxfs, "selinuxfs")
+	}
 	s.checkSELinux(o.Selinuxfs, add)
 	s.checkPCR11(o.TPM, add)
 	return s
@@ -309,7 +321,6 @@ func readTrim(p string) (string, error) {
 
 func (s *Status) checkIPE(securityfs string, add func(string, bool, string, ...any)) {
 	ipeDir := filepath.Join(securityfs, "ipe")
-	ensureMounted("securityfs", securityfs, "securityfs")
 	enforce, err := readTrim(filepath.Join(ipeDir, "enforce"))
 	if err != nil {
 		add("ipe", false, "IPE is not available: %v", err)
@@ -338,10 +349,6 @@ func (s *Status) checkIPE(securityfs string, add func(string, bool, string, ...a
 
 func (s *Status) checkSELinux(selinuxfs string, add func(string, bool, string, ...any)) {
 	enf, err := readTrim(filepath.Join(selinuxfs, "enforce"))
-	if err != nil {
-		ensureMounted("selinuxfs", selinuxfs, "selinuxfs")
-		enf, err = readTrim(filepath.Join(selinuxfs, "enforce"))
-	}
 	s.SELinux.Running = err == nil
 	s.SELinux.Enforcing = enf == "1"
 	got := "off"
