@@ -102,7 +102,10 @@ func ParseDpkgStatus(r io.Reader) ([]Package, error) {
 		case "Architecture":
 			cur.Architecture = v
 		case "Source":
-			cur.Source = strings.Fields(v + " ")[0]
+			// "Source: busybox (1:1.35.0-4)": the name, without the version.
+			if f := strings.Fields(v); len(f) > 0 {
+				cur.Source = f[0]
+			}
 		case "Homepage":
 			cur.Homepage = v
 		case "Maintainer":
