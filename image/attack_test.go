@@ -268,13 +268,21 @@ func TestNodeGuarantees(t *testing.T) {
 		if st.IPE.Policy != f.m.IPE.PolicyName || !st.IPE.Enforce {
 			t.Errorf("ipe = %+v, want %s enforcing", st.IPE, f.m.IPE.PolicyName)
 		}
-		if st.PCR11.Value != f.m.PCR11.SHA256 {
-			t.Errorf("PCR 11 from the TPM %s, measurements.json %s", st.PCR11.Value, f.m.PCR11.SHA256)
+		// In the userland PCR 11 holds the stub's measurements plus the
+		// phases osguard-init extended: enter-initrd, then leave-initrd.
+		var want string
+		for _, ph := range f.m.PCR11.Phases {
+			if ph.Phase == "enter-initrd:leave-initrd" {
+				want = ph.Hex
+			}
+		}
+		if want == "" || st.PCR11.Value != want {
+			t.Errorf("PCR 11 from the TPM %s, measurements.json after leave-initrd %q", st.PCR11.Value, want)
 		}
 		// The TPM's own sysfs file, read without osguard.
 		raw, err := m.Run("cat /sys/class/tpm/tpm0/pcr-sha256/11", time.Minute)
-		if err != nil || strings.ToLower(strings.TrimSpace(raw)) != f.m.PCR11.SHA256 {
-			t.Errorf("sysfs PCR 11 = %q (%v), want %s", raw, err, f.m.PCR11.SHA256)
+		if err != nil || strings.ToLower(strings.TrimSpace(raw)) != want {
+			t.Errorf("sysfs PCR 11 = %q (%v), want %s", raw, err, want)
 		}
 	})
 

@@ -16,6 +16,7 @@ import (
 	"github.com/osguard/osguard/initrd/bootconfig"
 	"github.com/osguard/osguard/internal/dm"
 	"github.com/osguard/osguard/internal/keyring"
+	"github.com/osguard/osguard/internal/tpm"
 	"github.com/osguard/osguard/verity"
 )
 
@@ -90,6 +91,7 @@ func Run(log *Logger) (err error) {
 		log.Printf("warning: %v", err)
 	}
 	log.Printf("loaded %d modules (slowest: %s); ipe=%s selinux=%s on_corruption=%s init=%s", n, slowest, st.IPE, st.SELinux, st.OnCorruption, st.Init)
+	measurePhase(log, "enter-initrd")
 
 	step(2, "check Secure Boot")
 	sb, sbErr := readEFIBool("SecureBoot")
@@ -135,7 +137,24 @@ func Run(log *Logger) (err error) {
 	}
 
 	step(8, "switch_root to "+Sysroot+", exec "+st.Init)
+	measurePhase(log, "leave-initrd")
 	return switchRoot(st.Init)
+}
+
+// measurePhase extends PCR 11 with a boot phase string, as systemd-pcrphase
+// does, so that PCR 11 in the userland differs from PCR 11 in the initrd and
+// equals the phase value 'osguard build' predicts. A machine without a TPM
+// boots on; so does one whose TPM fails, with a warning (nothing the init
+// does depends on PCR 11).
+func measurePhase(log *Logger, phase string) {
+	switch err := tpm.ExtendDevice(tpm.Device, 11, []byte(phase)); {
+	case err == nil:
+		log.Printf("PCR 11: measured phase %s", phase)
+	case errors.Is(err, tpm.ErrNoTPM):
+		log.Printf("PCR 11: no TPM, phase %s not measured", phase)
+	default:
+		log.Printf("warning: PCR 11: phase %s: %v", phase, err)
+	}
 }
 
 var debugMode bool
