@@ -226,6 +226,9 @@ func (b *builder) run() error {
 	}
 	keys, err := secureboot.LoadHierarchy(loadFrom)
 	if err != nil {
+		if _, serr := os.Stat(loadFrom); serr != nil {
+			return fmt.Errorf("keys: %s does not exist; create it with 'osguard keys init %s', or leave keys unset to have the build create %s", loadFrom, loadFrom, filepath.Join(o.OutDir, "keys"))
+		}
 		return fmt.Errorf("keys: %w", err)
 	}
 	db := keys.DB
