@@ -11,9 +11,11 @@ deps:
 	@scripts/install-deps
 	@scripts/fetch-artifacts
 
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo devel)
+
 build:
 	@mkdir -p bin
-	$(GO) build -trimpath -o bin/osguard ./cmd/osguard
+	$(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o bin/osguard ./cmd/osguard
 	$(GO) build -trimpath -o bin/osguard-init ./cmd/osguard-init
 
 vet:

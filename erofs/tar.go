@@ -91,7 +91,16 @@ func (b *tarBuilder) read(tr *tar.Reader) error {
 	}
 }
 
+// maxTarPath bounds a member name (and hard link target), as Linux's
+// PATH_MAX does. Without it a PAX name of up to 1 MiB of "a/a/a/..." makes a
+// tree half a million directories deep, which Walk and WriteImage take
+// quadratic time (hours) over.
+const maxTarPath = 4095
+
 func (b *tarBuilder) entry(tr *tar.Reader, hdr *tar.Header) error {
+	if len(hdr.Name) > maxTarPath || len(hdr.Linkname) > maxTarPath {
+		return fmt.Errorf("erofs: tar: %.64q...: name or link target longer than %d bytes", hdr.Name, maxTarPath)
+	}
 	name, err := tarfs.Clean(hdr.Name)
 	if err != nil {
 		return fmt.Errorf("erofs: tar: %w", err)

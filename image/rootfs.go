@@ -91,9 +91,17 @@ func blobPath(layout, digest string) (string, error) {
 
 // readOCILayout flattens the first image of an OCI image layout.
 func readOCILayout(layout, tempDir string) (*erofs.Tree, error) {
-	b, err := os.ReadFile(filepath.Join(layout, "index.json"))
+	f, err := os.Open(filepath.Join(layout, "index.json"))
 	if err != nil {
 		return nil, fmt.Errorf("oci: %w", err)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxOCIJSON+1))
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("oci: index.json: %w", err)
+	}
+	if len(b) > maxOCIJSON {
+		return nil, fmt.Errorf("oci: index.json: larger than %d bytes", maxOCIJSON)
 	}
 	var idx ociIndex
 	if err := json.Unmarshal(b, &idx); err != nil {
@@ -171,7 +179,9 @@ func openLayer(p string) (io.ReadCloser, error) {
 		}
 		return readCloser{z, f.Close}, nil
 	case n == 4 && bytes.Equal(magic[:], []byte{0x28, 0xb5, 0x2f, 0xfd}):
-		z, err := zstd.NewReader(f)
+		// The window bound is zstd's own default for decompression; the
+		// package default (512 MiB) lets a frame header claim more.
+		z, err := zstd.NewReader(f, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(1<<27))
 		if err != nil {
 			f.Close()
 			return nil, err
@@ -187,27 +197,27 @@ func openLayer(p string) (io.ReadCloser, error) {
 // directory it is in. Hard links within the layer stay links.
 func applyLayer(root, layer *erofs.Tree) error {
 	// Whiteouts first, so that a layer may delete and re-create a path.
+	// Opaque directories are emptied with one walk of root for all of them:
+	// a walk per marker made a layer of many markers over a large root
+	// take hours. Removals commute, so doing them after the whiteouts
+	// changes nothing.
 	var files []string
+	opaque := map[string]bool{}
 	err := layer.Walk(func(p string, ino *erofs.Inode) error {
 		base, dir := path.Base(p), path.Dir(p)
 		switch {
 		case base == ".wh..wh..opq":
 			if d := root.Get(dir); d != nil && d.IsDir() {
-				var children []string
-				root.Walk(func(q string, _ *erofs.Inode) error {
-					if path.Dir(q) == dir && q != dir {
-						children = append(children, q)
-					}
-					return nil
-				})
-				for _, c := range children {
-					if err := root.Remove(c); err != nil {
-						return err
-					}
-				}
+				opaque[dir] = true
 			}
 		case strings.HasPrefix(base, ".wh."):
-			victim := path.Join(dir, strings.TrimPrefix(base, ".wh."))
+			name := strings.TrimPrefix(base, ".wh.")
+			if name == "" || name == "." || name == ".." {
+				// ".wh..." would delete the parent directory, ".wh." the
+				// directory itself: a whiteout only names an entry of its own directory.
+				return fmt.Errorf("oci: bad whiteout %q", p)
+			}
+			victim := path.Join(dir, name)
 			if root.Get(victim) != nil {
 				if err := root.Remove(victim); err != nil {
 					return err
@@ -220,6 +230,20 @@ func applyLayer(root, layer *erofs.Tree) error {
 	})
 	if err != nil {
 		return err
+	}
+	if len(opaque) > 0 {
+		var children []string
+		root.Walk(func(q string, _ *erofs.Inode) error {
+			if d := path.Dir(q); opaque[d] && q != d {
+				children = append(children, q)
+			}
+			return nil
+		})
+		for _, c := range children {
+			if err := root.Remove(c); err != nil {
+				return err
+			}
+		}
 	}
 	for _, p := range files {
 		if err := root.Add(p, layer.Get(p)); err != nil {

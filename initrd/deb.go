@@ -15,6 +15,8 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
+
+	"github.com/osguard/osguard/internal/tarfs"
 )
 
 // arMagic opens every ar archive, and so every .deb (deb(5)).
@@ -30,6 +32,14 @@ const maxDebMember = 1 << 31
 
 // maxTreeFile bounds one file kept in memory from a kernel package.
 const maxTreeFile = 256 << 20
+
+// maxTreeTotal bounds all the files kept in memory from a kernel package: a
+// compressed data.tar of a few MB could otherwise expand to any size.
+const maxTreeTotal = 2 << 30
+
+// maxZstdWindow bounds the window a zstd frame header can make the decoder
+// allocate; it is zstd's own default limit for decompression (--long=27).
+const maxZstdWindow = 1 << 27
 
 // ErrNotDeb is returned for a file that is not an ar archive.
 var ErrNotDeb = errors.New("initrd: not a Debian package (no ar magic)")
@@ -90,9 +100,9 @@ func decompressor(name string, r io.Reader) (io.Reader, error) {
 	switch path.Ext(name) {
 	case ".xz":
 		cfg := xz.ReaderConfig{SingleStream: false}
-		return cfg.NewReader(bufio.NewReaderSize(r, 1<<20))
+		return cfg.NewReader(bufio.NewReaderSize(tarfs.GuardXZ(r, tarfs.MaxXZDict), 1<<20))
 	case ".zst":
-		d, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1))
+		d, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(maxZstdWindow))
 		if err != nil {
 			return nil, err
 		}
@@ -109,6 +119,7 @@ func decompressor(name string, r io.Reader) (io.Reader, error) {
 // /boot/config-* and everything under (usr/)lib/modules/.
 func kernelFromTar(r io.Reader) (*Kernel, error) {
 	files := memFS{}
+	var total int64
 	tr := tar.NewReader(r)
 	for {
 		h, err := tr.Next()
@@ -127,8 +138,13 @@ func kernelFromTar(r io.Reader) (*Kernel, error) {
 			if h.Size > maxTreeFile {
 				return nil, fmt.Errorf("data.tar: %s: too large (%d bytes)", name, h.Size)
 			}
+			if total += h.Size; total > maxTreeTotal {
+				return nil, fmt.Errorf("data.tar: %s: the kernel files exceed %d bytes", name, int64(maxTreeTotal))
+			}
+			// The declared size is not trusted for the first allocation:
+			// a header of a truncated archive may claim maxTreeFile.
 			var b bytes.Buffer
-			b.Grow(int(h.Size))
+			b.Grow(int(min(h.Size, 1<<20)))
 			if _, err := io.Copy(&b, tr); err != nil {
 				return nil, fmt.Errorf("data.tar: %s: %w", name, err)
 			}

@@ -11,6 +11,8 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
+
+	"github.com/osguard/osguard/internal/tarfs"
 )
 
 // maxModuleSize bounds an uncompressed module; the largest Debian 6.12
@@ -38,13 +40,13 @@ func decompressModule(name string, raw []byte) ([]byte, error) {
 	case strings.HasSuffix(name, ".ko"):
 		return raw, nil
 	case strings.HasSuffix(name, ".ko.xz"):
-		xr, err := xz.NewReader(bytes.NewReader(raw))
+		xr, err := xz.NewReader(tarfs.GuardXZ(bytes.NewReader(raw), tarfs.MaxXZDict))
 		if err != nil {
 			return nil, fmt.Errorf("xz: %w", err)
 		}
 		r = xr
 	case strings.HasSuffix(name, ".ko.zst"):
-		zr, err := zstd.NewReader(bytes.NewReader(raw), zstd.WithDecoderConcurrency(1))
+		zr, err := zstd.NewReader(bytes.NewReader(raw), zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(maxZstdWindow))
 		if err != nil {
 			return nil, fmt.Errorf("zstd: %w", err)
 		}
@@ -60,7 +62,7 @@ func decompressModule(name string, raw []byte) ([]byte, error) {
 		return nil, fmt.Errorf("unknown module suffix in %q", name)
 	}
 	var out bytes.Buffer
-	out.Grow(3 * len(raw))
+	out.Grow(min(3*len(raw), maxModuleSize))
 	n, err := io.Copy(&out, io.LimitReader(r, maxModuleSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("decompress: %w", err)

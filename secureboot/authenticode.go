@@ -85,8 +85,11 @@ func parsePE(b []byte) (*peImage, error) {
 	if secTable+nsec*sectionHeaderSize > len(b) {
 		return fail("section table runs past the file")
 	}
-	if p.sizeOfHeaders < secDir+8 || p.sizeOfHeaders > len(b) {
-		return fail("SizeOfHeaders %#x", p.sizeOfHeaders)
+	if p.sizeOfHeaders > len(b) {
+		return fail("headers of %#x bytes run past the end of the %#x-byte file (truncated?)", p.sizeOfHeaders, len(b))
+	}
+	if p.sizeOfHeaders < secDir+8 {
+		return fail("SizeOfHeaders %#x is smaller than the headers", p.sizeOfHeaders)
 	}
 	certOff := int64(binary.LittleEndian.Uint32(b[secDir:]))
 	certLen := int64(binary.LittleEndian.Uint32(b[secDir+4:]))

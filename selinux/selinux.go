@@ -82,13 +82,16 @@ type Contexts struct {
 	Files    []string // the files read, in order
 
 	// Lookups only try the specs that can match a key's first path
-	// component: byStem["/usr"] lists, in lookup order, the specs whose
-	// literal prefix starts with "/usr/" and those with no such prefix
-	// (generic). This plays the part of libselinux's stem arrays and
-	// changes no result, since a spec can only match keys that start
-	// with its literal prefix.
-	byStem  map[string][]*Spec
-	generic []*Spec
+	// component: byStem["/usr"] lists, as indices into specs in lookup
+	// order, the specs whose literal prefix starts with "/usr/"; generic
+	// lists those with no such prefix. A lookup merges the two lists. This
+	// plays the part of libselinux's stem arrays and changes no result,
+	// since a spec can only match keys that start with its literal prefix.
+	// The generic specs are not copied into every stem's list: that would
+	// take stems × generic specs of memory, which a hostile file_contexts
+	// of a few hundred KB turns into gigabytes.
+	byStem  map[string][]int
+	generic []int
 }
 
 // LoadFileContexts reads path and, when they exist, path.homedirs and
@@ -146,21 +149,13 @@ func (c *Contexts) setSpecs(all []*Spec) {
 			c.specs = append(c.specs, s)
 		}
 	}
-	c.byStem = map[string][]*Spec{}
-	for _, s := range c.specs {
-		if st := stemOf(s.lit); st != "" {
-			c.byStem[st] = nil
-		}
-	}
-	for _, s := range c.specs {
-		st := stemOf(s.lit)
-		if st == "" {
-			c.generic = append(c.generic, s)
-			for k := range c.byStem {
-				c.byStem[k] = append(c.byStem[k], s)
-			}
+	c.byStem = map[string][]int{}
+	c.generic = nil
+	for i, s := range c.specs {
+		if st := stemOf(s.lit); st == "" {
+			c.generic = append(c.generic, i)
 		} else {
-			c.byStem[st] = append(c.byStem[st], s)
+			c.byStem[st] = append(c.byStem[st], i)
 		}
 	}
 }
@@ -310,12 +305,17 @@ func (c *Contexts) Canonical(path string) string {
 // A spec with context None is returned as is.
 func (c *Contexts) Match(path string, t Type) *Spec {
 	key := c.Canonical(path)
-	specs := c.generic
-	if st, ok := c.byStem[stemOf(key)]; ok {
-		specs = st
-	}
-	for i := len(specs) - 1; i >= 0; i-- {
-		s := specs[i]
+	gen, stem := c.generic, c.byStem[stemOf(key)]
+	// Walk both index lists from the end, highest index (latest spec)
+	// first, as one merged list.
+	for len(gen) > 0 || len(stem) > 0 {
+		var i int
+		if len(stem) == 0 || (len(gen) > 0 && gen[len(gen)-1] > stem[len(stem)-1]) {
+			i, gen = gen[len(gen)-1], gen[:len(gen)-1]
+		} else {
+			i, stem = stem[len(stem)-1], stem[:len(stem)-1]
+		}
+		s := c.specs[i]
 		if !strings.HasPrefix(key, s.lit) {
 			continue
 		}

@@ -68,6 +68,14 @@ the same inputs and time, two builds give the same bytes.`,
 				_, err := cmd.OutOrStdout().Write(image.DefaultYAML())
 				return err
 			}
+			if configPath != "" {
+				if fi, err := os.Stat(configPath); err == nil && fi.IsDir() {
+					return fmt.Errorf("-c %s: is a directory, not an osguard.yaml", configPath)
+				}
+			}
+			if fi, err := os.Stat(out); err == nil && !fi.IsDir() {
+				return fmt.Errorf("-o %s: exists and is not a directory", out)
+			}
 			cfg, err := image.LoadConfig(configPath)
 			if err != nil {
 				return err

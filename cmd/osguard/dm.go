@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -20,36 +21,8 @@ func newDMCmd() *cobra.Command {
 		Use:   "dm",
 		Short: "Read and replace device-mapper tables on a node (a small dmsetup)",
 	}
-	cmd.AddCommand(&cobra.Command{
-		Use:   "table NAME",
-		Short: "Print the active table of a device, as dmsetup table does",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ts, err := dm.Table(args[0])
-			if err != nil {
-				return err
-			}
-			for _, t := range ts {
-				fmt.Fprintln(cmd.OutOrStdout(), t.String())
-			}
-			return nil
-		},
-	})
-	cmd.AddCommand(&cobra.Command{
-		Use:   "status NAME",
-		Short: "Print the status of a device's targets, as dmsetup status does",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ts, err := dm.TargetStatus(args[0])
-			if err != nil {
-				return err
-			}
-			for _, t := range ts {
-				fmt.Fprintln(cmd.OutOrStdout(), t.String())
-			}
-			return nil
-		},
-	})
+	cmd.AddCommand(newDMListCmd("table NAME", "Print the active table of a device, as dmsetup table does", dm.Table))
+	cmd.AddCommand(newDMListCmd("status NAME", "Print the status of a device's targets, as dmsetup status does", dm.TargetStatus))
 	var readOnly bool
 	reload := &cobra.Command{
 		Use:   "reload NAME 'START LENGTH TYPE PARAMS...'",
@@ -82,5 +55,44 @@ no longer verified.`,
 	}
 	reload.Flags().BoolVar(&readOnly, "readonly", true, "load the table read-only")
 	cmd.AddCommand(reload)
+	return cmd
+}
+
+// newDMListCmd makes table and status: one line per target, as dmsetup
+// prints them, or with --json an array of {start, length, type, params}.
+func newDMListCmd(use, short string, get func(string) ([]dm.Target, error)) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ts, err := get(args[0])
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			if asJSON {
+				type target struct {
+					Start  uint64 `json:"start"`
+					Length uint64 `json:"length"`
+					Type   string `json:"type"`
+					Params string `json:"params"`
+				}
+				out := []target{}
+				for _, t := range ts {
+					out = append(out, target{t.Start, t.Length, t.Type, t.Params})
+				}
+				enc := json.NewEncoder(w)
+				enc.SetIndent("", "  ")
+				return enc.Encode(out)
+			}
+			for _, t := range ts {
+				fmt.Fprintln(w, t.String())
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the targets as a JSON array")
 	return cmd
 }

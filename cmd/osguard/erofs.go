@@ -1,18 +1,19 @@
 package main
 
 import (
+	"archive/tar"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"github.com/osguard/osguard/internal/atomicfile"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/osguard/osguard/erofs"
+	"github.com/osguard/osguard/internal/atomicfile"
 	"github.com/osguard/osguard/selinux"
 )
 
@@ -58,10 +59,10 @@ and renamed, so a failure leaves nothing behind.`,
 			switch {
 			case cmd.Flags().Changed("timestamp"):
 				opts.BuildTime = timestamp
-			case os.Getenv("SOURCE_DATE_EPOCH") != "":
-				t, err := strconv.ParseInt(os.Getenv("SOURCE_DATE_EPOCH"), 10, 64)
+			default:
+				t, err := sourceDateEpoch(0, false)
 				if err != nil {
-					return failWith(2, fmt.Errorf("SOURCE_DATE_EPOCH: %w", err))
+					return failWith(2, err)
 				}
 				opts.BuildTime = t
 			}
@@ -95,19 +96,26 @@ and renamed, so a failure leaves nothing behind.`,
 			if src == "-" {
 				size, err = erofs.BuildFromTar(cmd.InOrStdin(), tmp, opts)
 			} else if fi, statErr := os.Stat(src); statErr != nil {
-				return statErr
+				return fmt.Errorf("SOURCE %s: %w", src, pathErr(statErr))
 			} else if fi.IsDir() {
 				size, err = erofs.BuildFromDir(src, tmp, opts)
 			} else {
 				var f *os.File
 				if f, err = os.Open(src); err != nil {
-					return err
+					return fmt.Errorf("SOURCE %s: %w", src, pathErr(err))
 				}
 				size, err = erofs.BuildFromTar(f, tmp, opts)
 				f.Close()
 			}
 			if err != nil {
-				return err
+				name := src
+				if src == "-" {
+					name = "standard input"
+				}
+				if errors.Is(err, tar.ErrHeader) {
+					return fmt.Errorf("%s: not a tar archive (plain, gzip, zstd or xz), or a damaged one", name)
+				}
+				return fmt.Errorf("%s: %w", name, err)
 			}
 			if err := tmp.Commit(); err != nil {
 				return err

@@ -5,16 +5,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/osguard/osguard/internal/atomicfile"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/osguard/osguard/initrd"
 	"github.com/osguard/osguard/initrd/bootconfig"
+	"github.com/osguard/osguard/internal/atomicfile"
 )
 
 func init() { register(newInitrdCmd) }
@@ -22,7 +21,7 @@ func init() { register(newInitrdCmd) }
 func newInitrdCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "initrd",
-		Short: "Build the osguard initramfs (osguard-init, kernel modules, policies)",
+		Short: "Build the initramfs: osguard-init, kernel modules, policies",
 	}
 	cmd.AddCommand(newInitrdBuildCmd())
 	return cmd
@@ -45,7 +44,7 @@ efivarfs, virtio/AHCI/SCSI disks, vfat, overlay, plus --module), the signed IPE
 policy, an optional SELinux binary policy and the init's configuration.
 
 The kernel comes from a Debian package (--kernel-deb) or its unpacked tree
-(--kernel-root). osguard-init is taken from --init, or from the file
+(--kernel-root). osguard-init is taken from --init-binary, or from the file
 osguard-init next to this program. SOURCE_DATE_EPOCH sets the mtimes (0 by
 default).`,
 		Args: cobra.NoArgs,
@@ -54,7 +53,18 @@ default).`,
 				return failWith(2, errors.New("give exactly one of --kernel-deb and --kernel-root"))
 			}
 			if out == "" {
-				return failWith(2, errors.New("-o is required"))
+				return failWith(2, fmt.Errorf("required flag -o/--output not set\nRun '%s --help' for usage.", cmd.CommandPath()))
+			}
+			cfg.Defaults()
+			if err := cfg.Validate(); err != nil {
+				return failWith(2, err)
+			}
+			if kernelDeb != "" {
+				if fi, err := os.Stat(kernelDeb); err != nil {
+					return fmt.Errorf("--kernel-deb %s: %w", kernelDeb, pathErr(err))
+				} else if fi.IsDir() {
+					return fmt.Errorf("--kernel-deb %s: is a directory (an unpacked package goes to --kernel-root)", kernelDeb)
+				}
 			}
 			opts := initrd.Options{KernelDeb: kernelDeb, KernelRoot: kernelRoot, Modules: modules,
 				PolicyName: policyName, Config: cfg, Compression: compression}
@@ -68,12 +78,12 @@ default).`,
 			opts.InitPath = initPath
 			var err error
 			if policy != "" {
-				if opts.Policy, err = os.ReadFile(policy); err != nil {
+				if opts.Policy, err = readInput("--policy", policy); err != nil {
 					return err
 				}
 			}
 			if selinuxPolicy != "" {
-				if opts.SELinuxPolicy, err = os.ReadFile(selinuxPolicy); err != nil {
+				if opts.SELinuxPolicy, err = readInput("--selinux-policy", selinuxPolicy); err != nil {
 					return err
 				}
 			}
@@ -84,10 +94,8 @@ default).`,
 				}
 				opts.Add = append(opts.Add, initrd.File{Src: src, Dst: dst})
 			}
-			if s := os.Getenv("SOURCE_DATE_EPOCH"); s != "" {
-				if opts.MTime, err = strconv.ParseInt(s, 10, 64); err != nil {
-					return failWith(2, fmt.Errorf("SOURCE_DATE_EPOCH: %w", err))
-				}
+			if opts.MTime, err = sourceDateEpoch(0, false); err != nil {
+				return failWith(2, err)
 			}
 			var buf bytes.Buffer
 			if err := initrd.Build(opts, &buf); err != nil {
@@ -113,7 +121,10 @@ default).`,
 	f.StringVar(&policyName, "policy-name", "", "IPE policy name (default: read from the policy)")
 	f.StringVar(&selinuxPolicy, "selinux-policy", "", "binary SELinux policy to load at boot")
 	f.StringArrayVar(&adds, "add", nil, "extra file as SRC:/DST (repeatable)")
-	f.StringVar(&initPath, "init", "", "osguard-init binary (default: osguard-init next to osguard)")
+	f.StringVar(&initPath, "init-binary", "", "osguard-init binary (default: osguard-init next to osguard)")
+	// --init was the first name; 'osguard build' calls it --init-binary.
+	f.StringVar(&initPath, "init", "", "same as --init-binary")
+	_ = f.MarkHidden("init")
 	f.StringVar(&cfg.IPE, "ipe", bootconfig.IPEEnforce, "default IPE mode: enforce or audit")
 	f.StringVar(&cfg.SELinux, "selinux", bootconfig.SELinuxOff, "default SELinux mode: off, permissive or enforcing")
 	f.StringVar(&cfg.VerityOnCorruption, "verity-on-corruption", bootconfig.CorruptionEIO, "default dm-verity corruption handling: eio, restart or panic")

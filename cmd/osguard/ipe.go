@@ -4,12 +4,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/osguard/osguard/internal/atomicfile"
-	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/osguard/osguard/internal/atomicfile"
 	"github.com/osguard/osguard/internal/keyfile"
 	"github.com/osguard/osguard/ipe"
 )
@@ -31,7 +30,7 @@ var ipeSilent = errors.New("")
 // ipeLoad reads and parses a policy; a parse error is printed as
 // FILE:LINE: reason (stderr) and turned into exit status 1.
 func ipeLoad(cmd *cobra.Command, path string) (*ipe.Policy, []byte, error) {
-	text, err := os.ReadFile(path)
+	text, err := readInput("", path)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -51,8 +50,12 @@ func newIPECheckCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "check FILE...",
-		Short: "Check that the 6.12 kernel would accept each policy; print FILE:LINE: reason otherwise",
-		Args:  cobra.MinimumNArgs(1),
+		Short: "Check that the 6.12 kernel accepts a policy (FILE:LINE: reason)",
+		Long: `check parses each FILE with the rules of the Linux 6.12 IPE parser. For a
+policy the kernel would refuse it prints FILE:LINE: reason on stderr (with
+--json, a JSON array on stdout, with the errno the kernel would return). It
+exits 0 when every FILE is valid, 1 otherwise.`,
+		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			type result struct {
 				File    string `json:"file"`
@@ -66,7 +69,7 @@ func newIPECheckCmd() *cobra.Command {
 			var results []result
 			bad := false
 			for _, path := range args {
-				text, err := os.ReadFile(path)
+				text, err := readInput("", path)
 				if err != nil {
 					return err
 				}
@@ -145,8 +148,12 @@ func newIPEEvalCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "eval FILE --op OP [facts]",
-		Short: "Decide an operation as the kernel would: prints ALLOW or DENY and the deciding line",
-		Args:  cobra.ExactArgs(1),
+		Short: "Decide an operation as the kernel would: ALLOW or DENY, and why",
+		Long: `eval decides --op for a file described by the fact flags, as IPE would
+under the policy FILE: the first matching rule of the operation, else its
+DEFAULT, else the global DEFAULT. It prints ALLOW or DENY, then FILE:LINE and
+the rule or default that decided. Facts not given are false.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			op, err := ipe.ParseOp(opName)
 			if err != nil {
@@ -200,8 +207,12 @@ func newIPESignCmd() *cobra.Command {
 	var keyPath, certPath, out string
 	cmd := &cobra.Command{
 		Use:   "sign --key KEY --cert CERT -o OUT FILE",
-		Short: "Check a policy and sign it as attached PKCS#7 for /sys/kernel/security/ipe/new_policy",
-		Args:  cobra.ExactArgs(1),
+		Short: "Check a policy and sign it (attached PKCS#7) for IPE",
+		Long: `sign checks FILE as 'osguard ipe check' does, then writes it to OUT as an
+attached PKCS#7 DER signature (sha256, no authenticated attributes), which
+the kernel accepts at /sys/kernel/security/ipe/new_policy when it trusts
+CERT (on an osguard node: the db certificate, in the .platform keyring).`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			_, text, err := ipeLoad(cmd, args[0])
 			if err != nil {

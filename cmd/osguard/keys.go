@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -27,7 +28,7 @@ func newKeysInitCmd() *cobra.Command {
 	var notBefore string
 	cmd := &cobra.Command{
 		Use:   "init DIR",
-		Short: "Generate PK, KEK and db keys, certificates, signature lists and signed updates",
+		Short: "Create PK, KEK and db keys, certificates, ESLs and .auth files",
 		Long: `init writes DIR/{PK,KEK,db}.key (PEM, mode 0600) and .crt (PEM), the
 certificates as EFI signature lists (.esl), the signed variable updates for
 enrollment (.auth: PK signed by PK, KEK by PK, db by KEK) and DIR/owner.guid.
@@ -43,7 +44,18 @@ read only for --not-before now.`,
 				return failWith(2, err)
 			}
 			opts.Time = t
-			if err := secureboot.GenerateKeys(args[0], opts); err != nil {
+			dir := args[0]
+			if fi, err := os.Stat(dir); err == nil && !fi.IsDir() && !opts.Force {
+				return fmt.Errorf("%s exists and is not a directory (--force replaces it)", dir)
+			}
+			if parent := filepath.Dir(filepath.Clean(dir)); parent != "." {
+				if fi, err := os.Stat(parent); err != nil {
+					return fmt.Errorf("cannot create %s: %s: %w", dir, parent, pathErr(err))
+				} else if !fi.IsDir() {
+					return fmt.Errorf("cannot create %s: %s is not a directory", dir, parent)
+				}
+			}
+			if err := secureboot.GenerateKeys(dir, opts); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s: PK, KEK, db (.key .crt .esl .auth), %s\n", args[0], secureboot.OwnerFile)
@@ -73,7 +85,7 @@ func sbNotBefore(flag string) (time.Time, error) {
 	if e := os.Getenv("SOURCE_DATE_EPOCH"); e != "" {
 		s, err := strconv.ParseInt(e, 10, 64)
 		if err != nil {
-			return time.Time{}, fmt.Errorf("SOURCE_DATE_EPOCH=%q: %w", e, err)
+			return time.Time{}, fmt.Errorf("SOURCE_DATE_EPOCH=%q is not a number of seconds", e)
 		}
 		return time.Unix(s, 0), nil
 	}

@@ -4,8 +4,10 @@
 package main
 
 import (
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strings"
 
@@ -57,11 +59,36 @@ No root privileges are needed on the build host.`,
 	for _, f := range subcommands {
 		root.AddCommand(f())
 	}
+	for _, c := range root.Commands() {
+		rejectUnknownSubcommands(c)
+	}
 	return root
 }
 
+// rejectUnknownSubcommands makes a command group (sb, verity, ...) fail
+// with a usage error on an unknown subcommand; cobra would print the
+// group's help and exit 0, which hides typos from scripts.
+func rejectUnknownSubcommands(c *cobra.Command) {
+	if !c.HasSubCommands() {
+		return
+	}
+	if c.Run == nil && c.RunE == nil {
+		c.Args = cobra.ArbitraryArgs
+		c.DisableFlagsInUseLine = true
+		c.RunE = func(c *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return failWith(2, fmt.Errorf("unknown command %q for %q\nRun '%s --help' for usage.", args[0], c.CommandPath(), c.CommandPath()))
+			}
+			return c.Help()
+		}
+	}
+	for _, sub := range c.Commands() {
+		rejectUnknownSubcommands(sub)
+	}
+}
+
 func main() {
-	err := newRootCmd().Execute()
+	cmd, err := newRootCmd().ExecuteC()
 	if err == nil {
 		return
 	}
@@ -74,7 +101,11 @@ func main() {
 	}
 	fmt.Fprintln(os.Stderr, "osguard:", err)
 	if isUsageError(err) {
-		fmt.Fprintln(os.Stderr, "Run 'osguard --help' for usage.")
+		path := "osguard"
+		if cmd != nil && !strings.HasPrefix(err.Error(), "unknown command") {
+			path = cmd.CommandPath()
+		}
+		fmt.Fprintf(os.Stderr, "Run '%s --help' for usage.\n", path)
 		os.Exit(2)
 	}
 	os.Exit(1)
@@ -91,4 +122,45 @@ func isUsageError(err error) bool {
 		}
 	}
 	return false
+}
+
+// readInput reads the file a command was given and says which one failed,
+// in words a user understands: "--template x: is a directory" rather than
+// Go's "read x: is a directory".
+func readInput(what, path string) ([]byte, error) {
+	name := path
+	if what != "" {
+		name = what + " " + path
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, pathErr(err))
+	}
+	if fi.IsDir() {
+		return nil, fmt.Errorf("%s: is a directory", name)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, pathErr(err))
+	}
+	return b, nil
+}
+
+// pathErr drops the operation and path that *fs.PathError repeats.
+func pathErr(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// parseHexArg decodes a hex argument or flag value; a bad one is a usage
+// error (exit 2).
+func parseHexArg(name, s string) ([]byte, error) {
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) == 0 {
+		return nil, failWith(2, fmt.Errorf("%s %q is not a hex string", name, s))
+	}
+	return b, nil
 }

@@ -4,7 +4,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"os"
 
 	"github.com/spf13/cobra"
 
@@ -29,19 +28,20 @@ func newPCRPredictCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "predict --uki F",
-		Short: "Predict PCR 11 (sha256) as systemd-stub 257 measures a UKI, and after each boot phase",
-		Long: `Prints PCR 11 in the sha256 bank when systemd-stub hands over to the kernel
-(first line: "pcr11 <hex>"), then the values systemd-measure reports after the
-boot phases enter-initrd, leave-initrd, sysinit and ready.`,
+		Short: "Predict PCR 11 as systemd-stub 257 measures a UKI, and its phases",
+		Long: `predict prints PCR 11 in the sha256 bank as it is when systemd-stub hands
+over to the kernel (first line: "pcr11 <hex>"), then the values
+systemd-measure reports after the boot phases enter-initrd, leave-initrd,
+sysinit and ready, then (as # comments) the measured sections.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			b, err := os.ReadFile(ukiPath)
+			b, err := readInput("--uki", ukiPath)
 			if err != nil {
-				return fmt.Errorf("pcr predict: %w", err)
+				return err
 			}
 			p, err := pcr.PredictUKI(b)
 			if err != nil {
-				return failWith(1, err)
+				return failWith(1, fmt.Errorf("%s: %w", ukiPath, err))
 			}
 			w := cmd.OutOrStdout()
 			if asJSON {

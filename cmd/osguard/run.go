@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/signal"
@@ -38,6 +39,9 @@ to it or named by --vars.
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 1 {
 				o.Target = args[0]
+			}
+			if o.Timeout < 0 {
+				return failWith(2, fmt.Errorf("--timeout %s: must not be negative (0: no limit)", o.Timeout))
 			}
 			if quietConsole {
 				if o.Exec == "" {

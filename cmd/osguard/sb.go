@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"github.com/osguard/osguard/internal/atomicfile"
 	"io"
-	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -24,7 +23,7 @@ func init() { register(newSBCmd) }
 func newSBCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "sb",
-		Short: "UEFI Secure Boot: enroll keys, write OVMF variable stores, sign and verify PE images",
+		Short: "Secure Boot: enroll keys, make OVMF VARS, sign and verify PEs",
 	}
 	cmd.AddCommand(newSBEnrollCmd(), newSBVarsCmd(), newSBSignCmd(), newSBVerifyCmd(), newSBStatusCmd())
 	return cmd
@@ -35,7 +34,7 @@ func newSBEnrollCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "enroll --keys DIR",
-		Short: "Enroll db, KEK and PK from DIR/*.auth through efivarfs (machine in setup mode)",
+		Short: "Enroll db, KEK and PK through efivarfs (machine in setup mode)",
 		Long: `enroll writes DIR/db.auth, DIR/KEK.auth and DIR/PK.auth (made by 'osguard keys
 init'; the private keys are not needed) to the firmware through efivarfs, in
 this order and each in one write. Writing PK ends setup mode; Secure Boot is
@@ -43,6 +42,9 @@ on from the next boot. It refuses to write anything unless SetupMode=1.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := sbRequire(cmd, "keys"); err != nil {
+				return err
+			}
+			if err := sbCheckEfivars(efivars); err != nil {
 				return err
 			}
 			u, err := secureboot.LoadAuthUpdates(keys)
@@ -87,8 +89,12 @@ func newSBVarsCmd() *cobra.Command {
 	var keys, template, output string
 	cmd := &cobra.Command{
 		Use:   "vars --keys DIR --template OVMF_VARS_4M.fd -o VARS.fd",
-		Short: "Write PK, KEK and db into a copy of an edk2/OVMF VARS file (Secure Boot on at first boot)",
-		Args:  cobra.NoArgs,
+		Short: "Enroll PK, KEK and db offline into a copy of an OVMF VARS file",
+		Long: `vars copies the edk2/OVMF VARS file --template and writes PK, KEK and db from
+DIR (made by 'osguard keys init') into it as authenticated variables, so that
+the first boot with the output already runs with Secure Boot on. The template
+stays as it is; -o is written atomically.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := sbRequire(cmd, "keys", "output"); err != nil {
 				return err
@@ -97,13 +103,13 @@ func newSBVarsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			tmpl, err := os.ReadFile(template)
+			tmpl, err := readInput("--template", template)
 			if err != nil {
 				return err
 			}
 			var buf bytes.Buffer
 			if err := secureboot.WriteVarstore(tmpl, h, &buf); err != nil {
-				return err
+				return fmt.Errorf("--template %s: %w", template, err)
 			}
 			return atomicfile.WriteFile(output, buf.Bytes(), 0o644)
 		},
@@ -118,8 +124,11 @@ func newSBSignCmd() *cobra.Command {
 	var keyPath, certPath, output string
 	cmd := &cobra.Command{
 		Use:   "sign --key KEY --cert CERT -o OUT IN",
-		Short: "Sign a PE/COFF image (UKI, stub, kernel) with Authenticode, replacing old signatures",
-		Args:  cobra.ExactArgs(1),
+		Short: "Sign a PE image (UKI, stub, kernel) with Authenticode",
+		Long: `sign writes IN to OUT with an Authenticode signature made by KEY, whose
+certificate CERT is embedded, and the PE checksum updated. Signatures IN
+already had are replaced. IN is not changed; OUT is written atomically.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := sbRequire(cmd, "key", "cert", "output"); err != nil {
 				return err
@@ -128,13 +137,13 @@ func newSBSignCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			in, err := os.ReadFile(args[0])
+			in, err := readInput("", args[0])
 			if err != nil {
 				return err
 			}
 			out, err := secureboot.SignPE(in, key, cert)
 			if err != nil {
-				return err
+				return fmt.Errorf("%s: %w", args[0], err)
 			}
 			return atomicfile.WriteFile(output, out, 0o644)
 		},
@@ -150,8 +159,12 @@ func newSBVerifyCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "verify --cert CERT IN",
-		Short: "Check that a PE image has a valid Authenticode signature made by CERT (exit 1 if not)",
-		Args:  cobra.ExactArgs(1),
+		Short: "Check a PE image's Authenticode signature by CERT (exit 1 if not)",
+		Long: `verify checks that IN carries a valid Authenticode signature made by the key
+of CERT, over IN's current content, as the firmware checks it against db. It
+exits 0 when it does, 1 when the image is unsigned, modified or signed by
+another key.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := sbRequire(cmd, "cert"); err != nil {
 				return err
@@ -160,7 +173,7 @@ func newSBVerifyCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			in, err := os.ReadFile(args[0])
+			in, err := readInput("", args[0])
 			if err != nil {
 				return err
 			}
@@ -203,9 +216,16 @@ func newSBStatusCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "status",
-		Short: "Show SecureBoot, SetupMode and the enrolled PK, KEK and db certificates",
-		Args:  cobra.NoArgs,
+		Short: "Show SecureBoot, SetupMode and the enrolled PK, KEK and db",
+		Long: `status reads the SecureBoot, SetupMode, PK, KEK, db and dbx variables from
+efivarfs and prints their values, the enrolled certificates (subject and
+sha256 of the DER) and the number of dbx entries. It needs a machine booted
+through UEFI.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := sbCheckEfivars(efivars); err != nil {
+				return err
+			}
 			st, err := secureboot.ReadState(secureboot.Efivarfs{Dir: efivars})
 			if err != nil {
 				return err
@@ -234,6 +254,16 @@ func newSBStatusCmd() *cobra.Command {
 	cmd.Flags().StringVar(&efivars, "efivars", secureboot.DefaultEfivarfs, "efivarfs mount point")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
 	return cmd
+}
+
+// sbCheckEfivars refuses a missing or unmounted efivarfs: reading no
+// variables there would otherwise look like "Secure Boot off, no keys".
+// Every UEFI 2.x firmware has a SetupMode variable.
+func sbCheckEfivars(dir string) error {
+	if _, _, err := (secureboot.Efivarfs{Dir: dir}).Get(secureboot.VarSetupMode); err == nil {
+		return nil
+	}
+	return fmt.Errorf("no UEFI variables in %s: not booted through UEFI, or efivarfs is not mounted (mount -t efivarfs efivarfs %s)", dir, dir)
 }
 
 // sbRequire reports missing required flags as a usage error (exit 2);

@@ -17,7 +17,7 @@ func newStatusCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "status [--json]",
-		Short: "Show the node's security state as the kernel and firmware report it",
+		Short: "Report the node's security state from its kernel and firmware",
 		Long: `status runs on an osguard node (as root) and reports, from the kernel's and the
 firmware's own interfaces:
 

@@ -4,11 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/osguard/osguard/internal/atomicfile"
-	"os"
 
 	"github.com/spf13/cobra"
 
+	"github.com/osguard/osguard/internal/atomicfile"
 	"github.com/osguard/osguard/internal/keyfile"
 	"github.com/osguard/osguard/secureboot"
 	"github.com/osguard/osguard/uki"
@@ -33,45 +32,39 @@ func newUKIBuildCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "build --stub STUB --linux VMLINUZ --initrd F [--initrd F ...] --cmdline STR --os-release F -o OUT.efi",
-		Short: "Assemble a UKI from systemd-stub, a kernel, initrds, a command line and os-release",
-		Long: `Appends .osrel, .cmdline, .uname, .linux and .initrd sections to systemd-stub,
-with the same layout as systemd's ukify, and merges the SBAT entries into the
-stub's .sbat section. With --key and --cert the UKI is signed (Authenticode)
-for Secure Boot.`,
+		Short: "Assemble a UKI from systemd-stub, a kernel and initrds",
+		Long: `build appends .osrel, .cmdline, .uname, .linux and .initrd sections to
+systemd-stub, with the same layout as systemd's ukify, and merges the SBAT
+entries into the stub's .sbat section. Several --initrd files are
+concatenated. With --key and --cert the UKI is signed (Authenticode) for
+Secure Boot. OUT.efi is written atomically.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if (key == "") != (cert == "") {
 				return failWith(2, errors.New("--key and --cert go together"))
 			}
-			read := func(p string) ([]byte, error) {
-				b, err := os.ReadFile(p)
-				if err != nil {
-					return nil, fmt.Errorf("uki build: %w", err)
-				}
-				return b, nil
-			}
 			o := uki.Options{Cmdline: cmdline, Uname: uname}
 			var err error
-			if o.Stub, err = read(stub); err != nil {
+			if o.Stub, err = readInput("--stub", stub); err != nil {
 				return err
 			}
-			if o.Linux, err = read(linux); err != nil {
+			if o.Linux, err = readInput("--linux", linux); err != nil {
 				return err
 			}
 			for _, p := range initrds {
-				b, err := read(p)
+				b, err := readInput("--initrd", p)
 				if err != nil {
 					return err
 				}
 				o.Initrds = append(o.Initrds, b)
 			}
-			b, err := read(osrel)
+			b, err := readInput("--os-release", osrel)
 			if err != nil {
 				return err
 			}
 			o.OSRelease = string(b)
 			if sbat != "" {
-				if o.SBAT, err = read(sbat); err != nil {
+				if o.SBAT, err = readInput("--sbat", sbat); err != nil {
 					return err
 				}
 			}
@@ -112,17 +105,20 @@ func newUKIInspectCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "inspect F",
-		Short: "List a UKI's sections (name, size, sha256) and its Authenticode signers",
-		Args:  cobra.ExactArgs(1),
+		Short: "List a UKI's sections (size, sha256) and its signers",
+		Long: `inspect lists the PE sections of F (name, size, file offset and the sha256
+of their data), whether the PE checksum is right, and the subject, issuer,
+serial and sha256 of each Authenticode signer.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			f, err := os.Open(args[0])
+			f, err := openInput("", args[0])
 			if err != nil {
-				return fmt.Errorf("uki inspect: %w", err)
+				return err
 			}
 			defer f.Close()
 			info, err := uki.Inspect(f)
 			if err != nil {
-				return failWith(1, err)
+				return failWith(1, fmt.Errorf("%s: %w", args[0], err))
 			}
 			w := cmd.OutOrStdout()
 			if asJSON {

@@ -2,17 +2,20 @@ package main
 
 import (
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/osguard/osguard/internal/atomicfile"
 	"io"
+	"math"
 	"os"
 
 	"github.com/spf13/cobra"
 
+	"github.com/osguard/osguard/internal/atomicfile"
 	"github.com/osguard/osguard/internal/keyfile"
+	"github.com/osguard/osguard/internal/p7"
 	"github.com/osguard/osguard/verity"
 )
 
@@ -21,7 +24,7 @@ func init() { register(newVerityCmd) }
 func newVerityCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "verity",
-		Short: "Build, check and sign dm-verity hash trees (veritysetup compatible)",
+		Short: "Make, check and sign dm-verity hash trees, as veritysetup does",
 	}
 	cmd.AddCommand(newVerityFormatCmd(), newVerityVerifyCmd(), newVerityDumpCmd(),
 		newVeritySignCmd(), newVerityVerifySigCmd())
@@ -69,9 +72,9 @@ func (f *verityFlags) params(cmd *cobra.Command, random bool) (verity.Params, er
 	case f.salt == "-":
 		p.Salt = []byte{}
 	case f.salt != "":
-		s, err := hex.DecodeString(f.salt)
+		s, err := parseHexArg("--salt", f.salt)
 		if err != nil {
-			return p, failWith(2, fmt.Errorf("--salt: %w", err))
+			return p, err
 		}
 		p.Salt = s
 	case random:
@@ -174,7 +177,7 @@ func newVerityFormatCmd() *cobra.Command {
 	var f verityFlags
 	cmd := &cobra.Command{
 		Use:   "format [flags] DATA HASH",
-		Short: "Compute the hash tree of DATA and write it to HASH (as veritysetup format)",
+		Short: "Write DATA's hash tree to HASH, as veritysetup format does",
 		Long: `format computes the dm-verity hash tree of DATA and writes it, after a v1
 superblock unless --no-superblock, to HASH, byte for byte as veritysetup format
 does. DATA and HASH may be the same file when --hash-offset places the tree
@@ -205,7 +208,7 @@ func newVerityVerifyCmd() *cobra.Command {
 	var f verityFlags
 	cmd := &cobra.Command{
 		Use:   "verify [flags] DATA HASH ROOTHASH",
-		Short: "Check DATA against the tree on HASH and ROOTHASH (exit 1 naming the first bad block)",
+		Short: "Check DATA and HASH against ROOTHASH; exit 1 on a bad block",
 		Long: `verify recomputes the tree from the superblock's parameters (or from the flags
 with --no-superblock) and checks every hash block from the root down, then every
 data block. It exits 0 when all match; otherwise 1, naming the first bad block.`,
@@ -215,21 +218,21 @@ data block. It exits 0 when all match; otherwise 1, naming the first bad block.`
 			if err != nil {
 				return err
 			}
-			root, err := hex.DecodeString(args[2])
+			root, err := parseHexArg("ROOTHASH", args[2])
 			if err != nil {
-				return failWith(2, fmt.Errorf("ROOTHASH: %w", err))
+				return err
 			}
-			data, err := os.Open(args[0])
+			data, err := openInput("DATA", args[0])
 			if err != nil {
 				return err
 			}
 			defer data.Close()
-			hash, err := os.Open(args[1])
+			hash, err := openInput("HASH", args[1])
 			if err != nil {
 				return err
 			}
 			defer hash.Close()
-			err = verity.Verify(data, hash, root, p)
+			err = superblockHint(args[1], verity.Verify(data, hash, root, p))
 			if f.asJSON {
 				out := map[string]any{"ok": err == nil}
 				var ce *verity.CorruptionError
@@ -264,16 +267,21 @@ func newVerityDumpCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "dump HASH",
 		Short: "Print the superblock fields of a hash device",
-		Args:  cobra.ExactArgs(1),
+		Long: `dump prints the fields of the verity superblock at --hash-offset of HASH,
+as 'veritysetup dump' does. It exits 1 when there is no valid superblock.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			h, err := os.Open(args[0])
+			if hashOffset > math.MaxInt64 {
+				return failWith(2, fmt.Errorf("--hash-offset %d is too large", hashOffset))
+			}
+			h, err := openInput("HASH", args[0])
 			if err != nil {
 				return err
 			}
 			defer h.Close()
 			sb, err := verity.ReadSuperblock(h, int64(hashOffset))
 			if err != nil {
-				return failWith(1, err)
+				return failWith(1, superblockHint(args[0], err))
 			}
 			in, err := infoOf(args[0], sb.Params(hashOffset), nil)
 			if err != nil {
@@ -287,12 +295,37 @@ func newVerityDumpCmd() *cobra.Command {
 	return cmd
 }
 
+// openInput opens a device or file argument, naming it on failure.
+func openInput(what, path string) (*os.File, error) {
+	name := path
+	if what != "" {
+		name = what + " " + path
+	}
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		return nil, fmt.Errorf("%s: is a directory", name)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, pathErr(err))
+	}
+	return f, nil
+}
+
+// superblockHint names the hash device when its superblock is missing or
+// bad, and says what to do about a tree written without one.
+func superblockHint(hashPath string, err error) error {
+	if errors.Is(err, verity.ErrBadSuperblock) {
+		return fmt.Errorf("%s: %w (a tree written with --no-superblock needs --no-superblock and its parameters)", hashPath, err)
+	}
+	return err
+}
+
 func newVeritySignCmd() *cobra.Command {
 	var keyPath, certPath, out string
 	var sigJSON int
 	cmd := &cobra.Command{
 		Use:   "sign --key KEY.pem --cert CERT.pem -o SIG.p7s ROOTHASH",
-		Short: "Sign a root hash: detached PKCS#7 over its lowercase hex, as the kernel checks it",
+		Short: "Sign a root hash (detached PKCS#7), as the kernel checks it",
 		Long: `sign writes a detached PKCS#7 DER signature (sha256, no authenticated
 attributes) over the lowercase hex ROOTHASH, the blob the kernel checks for
 root_hash_sig_key_desc and veritysetup --root-hash-signature. With
@@ -300,9 +333,12 @@ root_hash_sig_key_desc and veritysetup --root-hash-signature. With
 Specification verity-signature JSON, NUL-padded to SIZE bytes.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			root, err := hex.DecodeString(args[0])
-			if err != nil || len(root) == 0 {
-				return failWith(2, fmt.Errorf("ROOTHASH %q is not hex", args[0]))
+			root, err := parseHexArg("ROOTHASH", args[0])
+			if err != nil {
+				return err
+			}
+			if sigJSON < 0 {
+				return failWith(2, fmt.Errorf("--signature-json %d: want a size in bytes", sigJSON))
 			}
 			key, cert, err := keyfile.LoadPair(keyPath, certPath)
 			if err != nil {
@@ -332,42 +368,81 @@ Specification verity-signature JSON, NUL-padded to SIZE bytes.`,
 
 func newVerityVerifySigCmd() *cobra.Command {
 	var certPath string
+	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "verify-signature --cert CERT.pem ROOTHASH SIG.p7s",
-		Short: "Check a root hash signature (PKCS#7 DER, or DPS signature JSON)",
-		Args:  cobra.ExactArgs(2),
+		Short: "Check a root hash signature (PKCS#7 DER or DPS JSON)",
+		Long: `verify-signature checks that SIG.p7s, a detached PKCS#7 DER signature or
+a Discoverable Partitions Specification verity-signature JSON (as written by
+'osguard verity sign'), signs the lowercase hex ROOTHASH and was made by the
+key of CERT.pem. It exits 0 when it does, 1 when it does not.`,
+		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			root, err := hex.DecodeString(args[0])
-			if err != nil || len(root) == 0 {
-				return failWith(2, fmt.Errorf("ROOTHASH %q is not hex", args[0]))
+			root, err := parseHexArg("ROOTHASH", args[0])
+			if err != nil {
+				return err
 			}
 			cert, err := keyfile.LoadCert(certPath)
 			if err != nil {
 				return err
 			}
-			sig, err := os.ReadFile(args[1])
+			sig, err := readInput("", args[1])
 			if err != nil {
 				return err
 			}
+			format := "pkcs7"
+			var verr error
 			if len(sig) > 0 && sig[0] == '{' {
-				sj, err := verity.ParseSignatureJSON(sig)
-				if err != nil {
-					return failWith(1, err)
-				}
-				if sj.RootHash != hex.EncodeToString(root) {
-					return failWith(1, fmt.Errorf("verity: signature JSON is for root hash %s", sj.RootHash))
-				}
-				if err := sj.Verify(cert); err != nil {
-					return failWith(1, err)
-				}
+				format = "json"
+				verr = verifySignatureJSON(args[1], root, sig, cert)
 			} else if err := verity.VerifyRootHashSignature(root, sig, cert); err != nil {
-				return failWith(1, err)
+				switch {
+				case errors.Is(err, p7.ErrMalformed):
+					format = ""
+					verr = fmt.Errorf("%s: neither a PKCS#7 DER signature nor DPS signature JSON", args[1])
+				case errors.Is(err, p7.ErrBadSignature):
+					verr = fmt.Errorf("%s: not a signature of root hash %x (made for another root hash, or modified)", args[1], root)
+				default:
+					verr = fmt.Errorf("%s: %w", args[1], err)
+				}
 			}
-			fmt.Fprintln(cmd.OutOrStdout(), "Signature verified.")
+			if asJSON {
+				out := map[string]any{"ok": verr == nil, "rootHash": hex.EncodeToString(root), "signature": args[1], "format": format}
+				if verr != nil {
+					out["error"] = verr.Error()
+				}
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(out); err != nil {
+					return err
+				}
+			}
+			if verr != nil {
+				return failWith(1, verr)
+			}
+			if !asJSON {
+				fmt.Fprintln(cmd.OutOrStdout(), "Signature verified.")
+			}
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON object")
 	cmd.Flags().StringVar(&certPath, "cert", "", "PEM certificate that must have signed")
 	_ = cmd.MarkFlagRequired("cert")
 	return cmd
+}
+
+// verifySignatureJSON checks a DPS verity-signature JSON blob.
+func verifySignatureJSON(name string, root, blob []byte, cert *x509.Certificate) error {
+	sj, err := verity.ParseSignatureJSON(blob)
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	if sj.RootHash != hex.EncodeToString(root) {
+		return fmt.Errorf("%s: signature JSON is for root hash %s, not %x", name, sj.RootHash, root)
+	}
+	if err := sj.Verify(cert); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	return nil
 }

@@ -34,7 +34,11 @@ func newVersionCmd() *cobra.Command {
 				enc.SetIndent("", "  ")
 				return enc.Encode(info)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "osguard %s (%s)\n", info["version"], info["go"])
+			if rev := info["revision"]; rev != "" {
+				fmt.Fprintf(cmd.OutOrStdout(), "osguard %s (%s, revision %s)\n", info["version"], info["go"], rev)
+			} else {
+				fmt.Fprintf(cmd.OutOrStdout(), "osguard %s (%s)\n", info["version"], info["go"])
+			}
 			return nil
 		},
 	}

@@ -4,6 +4,7 @@
 package atomicfile
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -19,9 +20,18 @@ type File struct {
 
 // Create starts a new version of path with the given permissions.
 func Create(path string, perm os.FileMode) (*File, error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		return nil, fmt.Errorf("write %s: is a directory", path)
+	}
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
-		return nil, fmt.Errorf("atomicfile: %w", err)
+		// Name the directory, not the temporary file nobody asked for.
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return nil, fmt.Errorf("write %s: cannot create a file in %s: %w", path, dir, err)
 	}
 	return &File{File: f, path: path, perm: perm}, nil
 }
@@ -44,7 +54,11 @@ func (f *File) Commit() error {
 	}
 	if err != nil {
 		os.Remove(f.Name())
-		return fmt.Errorf("atomicfile: %s: %w", f.path, err)
+		var le *os.LinkError
+		if errors.As(err, &le) {
+			err = le.Err
+		}
+		return fmt.Errorf("write %s: %w", f.path, err)
 	}
 	return nil
 }
@@ -67,7 +81,7 @@ func WriteFile(path string, data []byte, perm os.FileMode) error {
 	}
 	defer f.Abort()
 	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("atomicfile: %s: %w", path, err)
+		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return f.Commit()
 }

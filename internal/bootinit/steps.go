@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -264,6 +265,9 @@ func VerityTable(sb *verity.Superblock, dataDev, hashDev string, rootHash []byte
 	if sb.DataBlockSize == 0 || sb.HashBlockSize == 0 || sb.DataBlocks == 0 {
 		return dm.Target{}, errors.New("verity superblock: zero block size or count")
 	}
+	if sb.DataBlocks > math.MaxUint64/uint64(sb.DataBlockSize) {
+		return dm.Target{}, fmt.Errorf("verity superblock: %d data blocks of %d bytes overflow", sb.DataBlocks, sb.DataBlockSize)
+	}
 	salt := "-"
 	if len(sb.Salt) > 0 {
 		salt = fmt.Sprintf("%x", sb.Salt)
@@ -290,8 +294,11 @@ func openVerity(slot *UsrSlot, st Settings) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", slot.Verity.Dev, err)
 	}
+	if slot.Usr.LastLBA < slot.Usr.FirstLBA || slot.Usr.LastLBA-slot.Usr.FirstLBA >= math.MaxUint64/4096 {
+		return "", fmt.Errorf("%s: bad GPT range %d-%d", slot.Usr.Dev, slot.Usr.FirstLBA, slot.Usr.LastLBA)
+	}
 	dataBytes := (slot.Usr.LastLBA - slot.Usr.FirstLBA + 1) * 512
-	if sb.DataBlocks*uint64(sb.DataBlockSize) > dataBytes*8 { // generous: sector size may be 4096
+	if sb.DataBlocks > dataBytes*8/uint64(sb.DataBlockSize) { // generous: sector size may be 4096
 		return "", fmt.Errorf("verity superblock: %d data blocks do not fit in %s", sb.DataBlocks, slot.Usr.Dev)
 	}
 	sig, err := slot.Signature.SignatureBytes()

@@ -54,3 +54,12 @@ func TestVerityTableFromVeritysetup(t *testing.T) {
 		}
 	}
 }
+
+// A hostile superblock's block count must not wrap the table's length.
+func TestVerityTableOverflow(t *testing.T) {
+	sb := &verity.Superblock{Version: 1, HashType: 1, Algorithm: "sha256", DataBlockSize: 4096, HashBlockSize: 4096,
+		DataBlocks: 1<<52 + 1}
+	if tgt, err := VerityTable(sb, "254:1", "254:2", make([]byte, 32), "k", "eio"); err == nil {
+		t.Fatalf("accepted %d blocks: %s", sb.DataBlocks, tgt)
+	}
+}

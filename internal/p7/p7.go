@@ -55,12 +55,20 @@ func SignAttached(content []byte, key crypto.Signer, cert *x509.Certificate) ([]
 // ErrWrongSigner is returned when a valid signature was made by another certificate.
 var ErrWrongSigner = errors.New("pkcs7: signed by a different certificate")
 
+// ErrMalformed is returned when the blob is not PKCS#7 DER at all.
+var ErrMalformed = errors.New("pkcs7: not a PKCS#7 DER signature")
+
+// ErrBadSignature is returned when the signer is right but the signature
+// does not match the content (another content, or a modified blob).
+var ErrBadSignature = errors.New("pkcs7: the signature does not match the signed content")
+
 // Verify checks a PKCS#7 signature made by cert. For a detached signature
 // pass the content; for an attached one pass nil and get the content back.
 func Verify(der, content []byte, cert *x509.Certificate) ([]byte, error) {
 	p, err := pkcs7.Parse(der)
 	if err != nil {
-		return nil, fmt.Errorf("pkcs7: parse: %w", err)
+		// The ASN.1 decoder's detail means nothing to a user.
+		return nil, fmt.Errorf("%w (%d bytes)", ErrMalformed, len(der))
 	}
 	if content != nil {
 		if len(p.Content) != 0 && !bytes.Equal(p.Content, content) {
@@ -83,6 +91,9 @@ func Verify(der, content []byte, cert *x509.Certificate) ([]byte, error) {
 		return nil, ErrWrongSigner
 	}
 	if err := p.Verify(); err != nil {
+		if errors.Is(err, rsa.ErrVerification) {
+			return nil, ErrBadSignature
+		}
 		return nil, fmt.Errorf("pkcs7: verify: %w", err)
 	}
 	return p.Content, nil

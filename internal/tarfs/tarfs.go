@@ -79,7 +79,7 @@ func Decompress(r io.Reader) (io.Reader, Compression, func(), error) {
 		}
 		return zr, c, zr.Close, nil
 	case Xz:
-		zr, err := xz.NewReader(br)
+		zr, err := xz.NewReader(GuardXZ(br, MaxXZDict))
 		if err != nil {
 			return nil, c, nil, fmt.Errorf("tarfs: xz: %w", err)
 		}
