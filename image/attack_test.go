@@ -172,16 +172,7 @@ func shellLoud(t *testing.T, m *vm.Machine) {
 // partition returns the GPT entry of the named partition of a disk file.
 func partition(t *testing.T, diskPath, name string) bootinit.GPTEntry {
 	t.Helper()
-	f, err := os.Open(diskPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	ents, err := bootinit.ReadGPT(f, 512)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range ents {
+	for _, e := range partitionsOf(t, diskPath) {
 		if e.Name == name {
 			return e
 		}
@@ -657,6 +648,7 @@ func TestBuildFromRootfsDir(t *testing.T) {
 	}
 }
 
+// partitionsOf reads the GPT of a disk file.
 func partitionsOf(t *testing.T, diskPath string) []bootinit.GPTEntry {
 	t.Helper()
 	fh, err := os.Open(diskPath)
