@@ -4,31 +4,14 @@ import (
 	"archive/tar"
 	"bufio"
 	"bytes"
-	"compress/gzip"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path"
-	"strconv"
 	"strings"
 
-	"github.com/klauspost/compress/zstd"
-	"github.com/ulikunitz/xz"
-
-	"github.com/osguard/osguard/internal/tarfs"
+	"github.com/osguard/osguard/deb"
 )
-
-// arMagic opens every ar archive, and so every .deb (deb(5)).
-const arMagic = "!<arch>\n"
-
-// arHeaderSize is the size of an ar member header (ar(5)): name 16, mtime 12,
-// uid 6, gid 6, mode 8, size 10, magic 2.
-const arHeaderSize = 60
-
-// maxDebMember bounds a member read from a .deb; Debian kernel packages are
-// well below this.
-const maxDebMember = 1 << 31
 
 // maxTreeFile bounds one file kept in memory from a kernel package.
 const maxTreeFile = 256 << 20
@@ -37,12 +20,8 @@ const maxTreeFile = 256 << 20
 // compressed data.tar of a few MB could otherwise expand to any size.
 const maxTreeTotal = 2 << 30
 
-// maxZstdWindow bounds the window a zstd frame header can make the decoder
-// allocate; it is zstd's own default limit for decompression (--long=27).
-const maxZstdWindow = 1 << 27
-
 // ErrNotDeb is returned for a file that is not an ar archive.
-var ErrNotDeb = errors.New("initrd: not a Debian package (no ar magic)")
+var ErrNotDeb = deb.ErrNotDeb
 
 // ReadDeb reads a Debian kernel package (linux-image-*.deb): it keeps the
 // kernel image, its config and the modules tree in memory and returns them as
@@ -61,66 +40,23 @@ func ReadDeb(debPath string) (*Kernel, error) {
 }
 
 func readDeb(r io.Reader) (*Kernel, error) {
-	magic := make([]byte, len(arMagic))
-	if _, err := io.ReadFull(r, magic); err != nil || string(magic) != arMagic {
-		return nil, ErrNotDeb
+	d, err := deb.NewReader(r)
+	if err != nil {
+		return nil, err
 	}
-	for {
-		var hdr [arHeaderSize]byte
-		if _, err := io.ReadFull(r, hdr[:]); err != nil {
-			if err == io.EOF {
-				return nil, errors.New("no data.tar member")
-			}
-			return nil, fmt.Errorf("ar header: %w", err)
-		}
-		if hdr[58] != '`' || hdr[59] != '\n' {
-			return nil, errors.New("ar header: bad terminator")
-		}
-		name := strings.TrimRight(strings.TrimSpace(string(hdr[0:16])), "/")
-		size, err := strconv.ParseInt(strings.TrimSpace(string(hdr[48:58])), 10, 64)
-		if err != nil || size < 0 || size > maxDebMember {
-			return nil, fmt.Errorf("ar member %q: bad size %q", name, strings.TrimSpace(string(hdr[48:58])))
-		}
-		body := io.LimitReader(r, size)
-		if strings.HasPrefix(name, "data.tar") {
-			tr, err := decompressor(name, body)
-			if err != nil {
-				return nil, err
-			}
-			return kernelFromTar(tr)
-		}
-		// Members are 2-byte aligned.
-		if _, err := io.CopyN(io.Discard, r, size+size%2); err != nil {
-			return nil, fmt.Errorf("ar member %q: %w", name, err)
-		}
+	tr, closer, err := d.Member("data.tar")
+	if err != nil {
+		return nil, err
 	}
-}
-
-func decompressor(name string, r io.Reader) (io.Reader, error) {
-	switch path.Ext(name) {
-	case ".xz":
-		cfg := xz.ReaderConfig{SingleStream: false}
-		return cfg.NewReader(bufio.NewReaderSize(tarfs.GuardXZ(r, tarfs.MaxXZDict), 1<<20))
-	case ".zst":
-		d, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(maxZstdWindow))
-		if err != nil {
-			return nil, err
-		}
-		return d.IOReadCloser(), nil
-	case ".gz":
-		return gzip.NewReader(r)
-	case ".tar":
-		return r, nil
-	}
-	return nil, fmt.Errorf("unsupported member %q", name)
+	defer closer.Close()
+	return kernelFromTar(tr)
 }
 
 // kernelFromTar keeps what an initramfs build needs: /boot/vmlinuz-*,
 // /boot/config-* and everything under (usr/)lib/modules/.
-func kernelFromTar(r io.Reader) (*Kernel, error) {
+func kernelFromTar(tr *tar.Reader) (*Kernel, error) {
 	files := memFS{}
 	var total int64
-	tr := tar.NewReader(r)
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {

@@ -17,7 +17,7 @@ func TestReadDebTruncatedMemberNoBigAlloc(t *testing.T) {
 	tw.Write(make([]byte, 1024)) // then the archive ends
 	data := tb.Bytes()
 	var deb bytes.Buffer
-	deb.WriteString(arMagic)
+	deb.WriteString("!<arch>\n")
 	fmt.Fprintf(&deb, "%-16s%-12d%-6d%-6d%-8s%-10d`\n", "data.tar", 0, 0, 0, "100644", len(data))
 	deb.Write(data)
 

@@ -1,6 +1,8 @@
 package initrd
 
 import (
+	"github.com/osguard/osguard/deb"
+
 	"bytes"
 	"compress/gzip"
 	"debug/elf"
@@ -46,7 +48,7 @@ func decompressModule(name string, raw []byte) ([]byte, error) {
 		}
 		r = xr
 	case strings.HasSuffix(name, ".ko.zst"):
-		zr, err := zstd.NewReader(bytes.NewReader(raw), zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(maxZstdWindow))
+		zr, err := zstd.NewReader(bytes.NewReader(raw), zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(deb.MaxZstdWindow))
 		if err != nil {
 			return nil, fmt.Errorf("zstd: %w", err)
 		}
