@@ -5,7 +5,6 @@ import (
 	"crypto/sha1"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,16 +18,9 @@ import (
 
 	"github.com/osguard/osguard/disk"
 	"github.com/osguard/osguard/erofs"
-	"github.com/osguard/osguard/initrd"
-	"github.com/osguard/osguard/initrd/bootconfig"
 	"github.com/osguard/osguard/internal/artifacts"
-	"github.com/osguard/osguard/ipe"
 	"github.com/osguard/osguard/pcr"
 	"github.com/osguard/osguard/sbom"
-	"github.com/osguard/osguard/secureboot"
-	"github.com/osguard/osguard/selinux"
-	"github.com/osguard/osguard/uki"
-	"github.com/osguard/osguard/verity"
 )
 
 // BuildOptions say what to build and where.
@@ -196,337 +188,59 @@ func Build(o BuildOptions) (*Result, error) {
 	return b.res, nil
 }
 
+// run is the build pipeline. Each stage takes what earlier stages made and
+// returns a typed result; the stages live in stages.go.
 func (b *builder) run() error {
-	cfg, o := b.cfg, b.o
-	epoch := o.Epoch
-	mtime := epoch
-
-	// Keys.
-	keysDir := o.KeysDir
-	if keysDir == "" {
-		keysDir = cfg.Path(cfg.Spec.Keys)
-	}
-	stagedKeys := ""
-	if keysDir == "" {
-		keysDir = filepath.Join(o.OutDir, "keys")
-		if _, err := os.Stat(keysDir); errors.Is(err, os.ErrNotExist) {
-			b.step("keys: creating PK, KEK and db in %s", keysDir)
-			stagedKeys = filepath.Join(b.stage, "keys")
-			if err := secureboot.GenerateKeys(stagedKeys, secureboot.KeygenOptions{
-				SubjectPrefix: cfg.Metadata.Name, Time: time.Unix(epoch, 0).UTC(),
-			}); err != nil {
-				return err
-			}
-		}
-	}
-	b.res.KeysDir, b.res.KeysCreated = keysDir, stagedKeys != ""
-	loadFrom := keysDir
-	if stagedKeys != "" {
-		loadFrom = stagedKeys
-	}
-	keys, err := secureboot.LoadHierarchy(loadFrom)
+	keys, err := b.keys()
 	if err != nil {
-		if _, serr := os.Stat(loadFrom); serr != nil {
-			return fmt.Errorf("keys: %s does not exist; create it with 'osguard keys init %s', or leave keys unset to have the build create %s", loadFrom, loadFrom, filepath.Join(o.OutDir, "keys"))
-		}
-		return fmt.Errorf("keys: %w", err)
+		return err
 	}
-	db := keys.DB
-
-	// Kernel and stub.
-	b.step("kernel: reading")
-	var kernel *initrd.Kernel
-	switch {
-	case cfg.Spec.Kernel.Deb != "":
-		kernel, err = initrd.ReadDeb(cfg.Path(cfg.Spec.Kernel.Deb))
-	case cfg.Spec.Kernel.Vmlinuz != "":
-		kernel, err = kernelFromFiles(cfg.Path(cfg.Spec.Kernel.Vmlinuz), cfg.Path(cfg.Spec.Kernel.Modules))
-	default:
-		var a *artifacts.Set
-		if a, err = b.artifacts(); err == nil {
-			kernel, err = initrd.OpenDir(a.KernelRoot)
-		}
-	}
+	kern, err := b.kernel()
 	if err != nil {
-		return fmt.Errorf("kernel: %w", err)
+		return err
 	}
-	stubPath := cfg.Path(cfg.Spec.Kernel.Stub)
-	if stubPath == "" {
-		a, err := b.artifacts()
-		if err != nil {
-			return err
-		}
-		stubPath = a.SystemdStub
-	}
-	stub, err := os.ReadFile(stubPath)
+	osRelease := b.osRelease()
+	rfs, err := b.rootfs(osRelease)
 	if err != nil {
-		return fmt.Errorf("stub: %w", err)
+		return err
 	}
-
-	// Root file system.
-	osRelease := fmt.Sprintf("ID=osguard\nNAME=osguard\nPRETTY_NAME=\"osguard %s %s\"\nVERSION_ID=%s\nIMAGE_ID=%s\nIMAGE_VERSION=%s\n",
-		cfg.Metadata.Name, cfg.Metadata.Version, cfg.Metadata.Version, cfg.Metadata.Name, cfg.Metadata.Version)
-	b.step("rootfs: reading %s", orDefault(cfg.Spec.Rootfs.Path, "the built-in busybox userland"))
-	osguardBin := ""
-	if *cfg.Spec.Rootfs.AddOsguard {
-		if osguardBin, err = staticBinary(o.OsguardBinary, "osguard"); err != nil {
-			return err
-		}
-	}
-	var root *erofs.Tree
-	if cfg.Spec.Rootfs.Path == "" {
-		a, err := b.artifacts()
-		if err != nil {
-			return err
-		}
-		root, err = defaultUserland(a.Busybox, osguardBin, osRelease, mtime)
-		if err != nil {
-			return fmt.Errorf("rootfs: %w", err)
-		}
-	} else {
-		root, err = readRootfs(cfg.Path(cfg.Spec.Rootfs.Path), b.stage)
-		if err != nil {
-			return fmt.Errorf("rootfs: %w", err)
-		}
-		if osguardBin != "" {
-			st, err := os.Stat(osguardBin)
-			if err != nil {
-				return err
-			}
-			if err := root.Add("/usr/bin/osguard", &erofs.Inode{Mode: erofs.S_IFREG | 0o755, Mtime: mtime, Size: st.Size(), Open: erofs.FileOpener(osguardBin)}); err != nil {
-				return err
-			}
-		}
-	}
-	defer root.Close()
-	usr, err := usrTree(root)
+	defer rfs.Root.Close()
+	usr, err := b.usr(rfs, keys.db())
 	if err != nil {
-		return fmt.Errorf("rootfs: %w", err)
+		return err
 	}
-
-	// SBOM inputs: every regular file of /usr, and dpkg's package list.
-	b.step("sbom: hashing the files of /usr")
-	files, manifest, err := hashFiles(usr)
+	pol, err := b.policy(keys.db())
 	if err != nil {
-		return fmt.Errorf("sbom: %w", err)
+		return err
 	}
-	b.res.Files = len(files)
-	var pkgs []sbom.Package
-	if ino := root.Get("/var/lib/dpkg/status"); ino != nil && ino.Open != nil {
-		rc, err := ino.Open()
-		if err != nil {
-			return fmt.Errorf("sbom: dpkg status: %w", err)
-		}
-		pkgs, err = sbom.ParseDpkgStatus(rc)
-		rc.Close()
-		if err != nil {
-			return err
-		}
+	initramfs, err := b.initrd(kern, pol)
+	if err != nil {
+		return err
 	}
-
-	// /usr as EROFS.
-	var labeler erofs.Labeler
-	if cfg.Spec.SELinux.Mode != "off" {
-		fc, err := selinux.LoadFileContexts(cfg.Path(cfg.Spec.SELinux.FileContexts))
-		if err != nil {
-			return fmt.Errorf("selinux: %w", err)
-		}
-		labeler = fc
+	u, err := b.uki(kern, initramfs, osRelease, usr, keys.db())
+	if err != nil {
+		return err
 	}
-	b.step("usr: writing the EROFS image")
-	usrPath := filepath.Join(b.stage, "usr.erofs")
-	// The seed from which UUIDs and salts derive: everything that decides
-	// the bytes of the usr image.
-	seedIn := fmt.Sprintf("%s\x00%s\x00%d\x00%s\x00", cfg.Metadata.Name, cfg.Metadata.Version, epoch, cfg.Spec.SELinux.Mode)
-	if labeler != nil {
-		fc, err := os.ReadFile(cfg.Path(cfg.Spec.SELinux.FileContexts))
-		if err != nil {
-			return fmt.Errorf("selinux: %w", err)
-		}
-		seedIn += fmt.Sprintf("%x\x00", sha256.Sum256(fc))
+	measurements, err := b.measurements(kern, usr, pol, u, keys.db())
+	if err != nil {
+		return err
 	}
-	seed := sha256.Sum256(append([]byte(seedIn), manifest...))
-	usrSize, err := writeFile(usrPath, func(w io.WriterAt) (int64, error) {
-		return usr.WriteImage(w, erofs.Options{
-			BuildTime: epoch, UUID: verity.DeriveUUID(append([]byte("erofs-usr"), seed[:]...)),
-			Label: "usr", Labeler: labeler, MountPoint: "/usr", ClampMtime: true,
-		})
+	if err := b.disk(u.Signed, measurements, usr); err != nil {
+		return err
+	}
+	vars, err := b.ovmfVars(keys)
+	if err != nil {
+		return err
+	}
+	spdx, cdx, err := b.sboms(rfs, usr)
+	if err != nil {
+		return err
+	}
+	return b.outputs(keys, map[string][]byte{
+		UKIFile: u.Signed, PolicyFile: pol.Text, SignedPolicyFile: pol.Signed,
+		MeasurementsFile: measurements, SPDXFile: spdx, CycloneDXFile: cdx,
+		VarsFile: vars,
 	})
-	if err != nil {
-		return fmt.Errorf("usr: %w", err)
-	}
-	b.res.UsrSize = usrSize
-
-	// dm-verity.
-	b.step("usr: dm-verity hash tree")
-	// The seed already covers every byte that goes into the image (paths,
-	// metadata and file digests), so the salt needs no second read of it.
-	vp := verity.DefaultParams()
-	vp.Salt = verity.DeriveSalt(append([]byte("verity-salt"), seed[:]...))
-	vp.UUID = verity.DeriveUUID(append([]byte("verity-uuid"), seed[:]...))
-	hashPath := filepath.Join(b.stage, "usr.verity")
-	vres, err := verity.FormatFile(usrPath, hashPath, vp)
-	if err != nil {
-		return fmt.Errorf("verity: %w", err)
-	}
-	rootHash := hex.EncodeToString(vres.RootHash)
-	sig, err := verity.SignRootHash(vres.RootHash, db.Key, db.Cert)
-	if err != nil {
-		return err
-	}
-	sigJSON, err := verity.NewSignatureJSON(vres.RootHash, sig, db.Cert).MarshalPadded(sigPartitionBytes)
-	if err != nil {
-		return err
-	}
-
-	// IPE policy.
-	b.step("ipe: policy")
-	var policy []byte
-	if p := cfg.Spec.IPE.Policy; p != "" {
-		if policy, err = os.ReadFile(cfg.Path(p)); err != nil {
-			return fmt.Errorf("ipe: %w", err)
-		}
-	} else {
-		gopts := ipe.GenerateOptions{Name: policyName(cfg.Metadata.Name), Version: cfg.Spec.IPE.PolicyVersion, AllowRootHashes: cfg.Spec.IPE.AllowRootHashes}
-		if err := gopts.Validate(); err != nil {
-			return fmt.Errorf("ipe: %w", err)
-		}
-		policy = ipe.Generate(gopts)
-	}
-	parsed, err := ipe.Parse(policy)
-	if err != nil {
-		return fmt.Errorf("ipe: %s: %w", orDefault(cfg.Spec.IPE.Policy, "generated policy"), err)
-	}
-	signedPolicy, err := ipe.Sign(policy, db.Key, db.Cert)
-	if err != nil {
-		return err
-	}
-
-	// Initramfs.
-	b.step("initrd: modules and osguard-init")
-	initBin, err := staticBinary(o.InitBinary, "osguard-init")
-	if err != nil {
-		return err
-	}
-	var sePolicy []byte
-	if cfg.Spec.SELinux.Mode != "off" {
-		if sePolicy, err = os.ReadFile(cfg.Path(cfg.Spec.SELinux.Policy)); err != nil {
-			return fmt.Errorf("selinux: %w", err)
-		}
-	}
-	var initramfs bytes.Buffer
-	if err := initrd.Build(initrd.Options{
-		Kernel: kernel, Modules: cfg.Spec.Kernel.Extra, InitPath: initBin,
-		Policy: signedPolicy, SELinuxPolicy: sePolicy,
-		Config: bootconfig.Config{IPE: cfg.Spec.IPE.Mode, SELinux: cfg.Spec.SELinux.Mode, VerityOnCorruption: "restart", Init: cfg.Spec.Rootfs.Init},
-		MTime:  epoch,
-	}, &initramfs); err != nil {
-		return fmt.Errorf("initrd: %w", err)
-	}
-
-	// UKI.
-	b.step("uki: assembling and signing")
-	cmdline := append([]string{}, cfg.Spec.Cmdline...)
-	cmdline = append(cmdline, "usrhash="+rootHash)
-	if cfg.Spec.SELinux.Mode != "off" {
-		// SELinux and AppArmor cannot both be major LSMs: name the list.
-		cmdline = append(cmdline, "lsm=lockdown,capability,landlock,yama,selinux,bpf,ipe,ima,evm", "security=selinux")
-	}
-	cmdlineStr := strings.Join(cmdline, " ")
-	ukiBytes, err := uki.Build(uki.Options{
-		Stub: stub, Linux: kernel.Vmlinuz, Initrds: [][]byte{initramfs.Bytes()},
-		Cmdline: cmdlineStr, OSRelease: osRelease, Uname: kernel.Version,
-	})
-	if err != nil {
-		return fmt.Errorf("uki: %w", err)
-	}
-	signedUKI, err := secureboot.SignPE(ukiBytes, db.Key, db.Cert)
-	if err != nil {
-		return fmt.Errorf("uki: sign: %w", err)
-	}
-	pred, err := pcr.PredictUKI(signedUKI)
-	if err != nil {
-		return fmt.Errorf("pcr: %w", err)
-	}
-	authDigest, err := secureboot.PEDigest(signedUKI)
-	if err != nil {
-		return err
-	}
-
-	// Measurements.
-	m := &b.res.Measurements
-	m.Image, m.Version, m.Kernel, m.SELinux = cfg.Metadata.Name, cfg.Metadata.Version, kernel.Version, cfg.Spec.SELinux.Mode
-	m.Usr.RootHash, m.Usr.HashAlgorithm = rootHash, vres.Params.HashAlgorithm
-	m.Usr.Salt, m.Usr.DataBlocks = hex.EncodeToString(vres.Params.Salt), vres.Params.DataBlocks
-	m.Usr.DataBlockSize, m.Usr.HashBlockSize = vres.Params.DataBlockSize, vres.Params.HashBlockSize
-	usrUUID, verityUUID := dpsUUIDs(vres.RootHash)
-	m.Usr.PartUUID, m.Usr.VerityUUID = usrUUID.String(), verityUUID.String()
-	m.PCR11.SHA256, m.PCR11.Phases, m.PCR11.Sections = hex.EncodeToString(pred.PCR11), pred.Phases, pred.Measurements
-	m.PCR4.UKIAuthenticodeSHA256 = hex.EncodeToString(authDigest)
-	ukiSum := sha256.Sum256(signedUKI)
-	m.UKI.SHA256, m.UKI.Cmdline, m.UKI.Signer = hex.EncodeToString(ukiSum[:]), cmdlineStr, db.Cert.Subject.String()
-	polSum, sigSum := sha256.Sum256(policy), sha256.Sum256(signedPolicy)
-	m.IPE.PolicyName, m.IPE.PolicyVersion, m.IPE.Mode = parsed.Name, parsed.Version.String(), cfg.Spec.IPE.Mode
-	m.IPE.PolicySHA256, m.IPE.SignedPolicySHA256 = hex.EncodeToString(polSum[:]), hex.EncodeToString(sigSum[:])
-	measurements, err := json.MarshalIndent(m, "", "  ")
-	if err != nil {
-		return err
-	}
-	measurements = append(measurements, '\n')
-
-	// Disk.
-	b.step("disk: GPT, ESP, usr A/B, var")
-	if err := b.writeDisk(signedUKI, measurements, usrPath, usrSize, hashPath, vres, sigJSON, seed); err != nil {
-		return fmt.Errorf("disk: %w", err)
-	}
-
-	// OVMF VARS with the keys enrolled.
-	b.step("ovmf: VARS with PK, KEK and db")
-	template, err := os.ReadFile(ovmfVarsTemplate)
-	if err != nil {
-		return fmt.Errorf("ovmf VARS template (Debian package ovmf): %w", err)
-	}
-	var vars bytes.Buffer
-	if err := secureboot.WriteVarstore(template, keys, &vars); err != nil {
-		return fmt.Errorf("ovmf VARS: %w", err)
-	}
-
-	// SBOMs.
-	b.step("sbom: SPDX 2.3 and CycloneDX 1.5")
-	img := sbom.Image{
-		Name: cfg.Metadata.Name, Version: cfg.Metadata.Version, RootHash: rootHash,
-		Created: time.Unix(epoch, 0), ToolVersion: o.ToolVersion, Files: files, Packages: pkgs,
-	}
-	var spdxBuf, cdxBuf bytes.Buffer
-	if err := sbom.WriteSPDX(&spdxBuf, img); err != nil {
-		return err
-	}
-	if err := sbom.WriteCycloneDX(&cdxBuf, img); err != nil {
-		return err
-	}
-
-	// Everything is made: write the small outputs, then move all into place.
-	for name, data := range map[string][]byte{
-		UKIFile: signedUKI, PolicyFile: policy, SignedPolicyFile: signedPolicy,
-		MeasurementsFile: measurements, SPDXFile: spdxBuf.Bytes(), CycloneDXFile: cdxBuf.Bytes(),
-		VarsFile: vars.Bytes(),
-	} {
-		if err := os.WriteFile(filepath.Join(b.stage, name), data, 0o644); err != nil {
-			return err
-		}
-	}
-	b.step("writing outputs to %s", o.OutDir)
-	if stagedKeys != "" {
-		if err := os.Rename(stagedKeys, keysDir); err != nil {
-			return fmt.Errorf("keys: %w", err)
-		}
-	}
-	for _, name := range []string{DiskFile, UKIFile, PolicyFile, SignedPolicyFile, MeasurementsFile, SPDXFile, CycloneDXFile, VarsFile} {
-		if err := os.Rename(filepath.Join(b.stage, name), filepath.Join(o.OutDir, name)); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // ovmfVarsTemplate is Debian's empty OVMF variable store.
@@ -563,7 +277,8 @@ func derivedGUID(seed [32]byte, label string) disk.GUID {
 
 func roundMiB(n int64) int64 { return (n + (1<<20 - 1)) &^ (1<<20 - 1) }
 
-func (b *builder) writeDisk(signedUKI, measurements []byte, usrPath string, usrSize int64, hashPath string, vres *verity.Result, sigJSON []byte, seed [32]byte) error {
+func (b *builder) writeDisk(signedUKI, measurements []byte, u *usrImage) error {
+	usrPath, usrSize, hashPath, vres, sigJSON, seed := u.Path, u.Size, u.HashPath, u.Verity, u.SigJSON, u.Seed
 	lay := b.cfg.Spec.Layout
 	espSize, _ := ParseSize(lay.ESPSize)
 	varSize, _ := ParseSize(lay.VarSize)
