@@ -59,6 +59,8 @@ type Options struct {
 	// Files are added last, replacing any file of the packages: path (no
 	// leading slash) to content.
 	Files map[string][]byte
+	// Links are symbolic links added last: path (no leading slash) to target.
+	Links map[string]string
 	// Epoch is the modification time of generated files (Unix seconds).
 	Epoch int64
 }
@@ -489,7 +491,7 @@ func (wr *writer) generate() error {
 		return err
 	}
 
-	// Extra files, last.
+	// Extra files and links, last.
 	extra := make([]string, 0, len(wr.o.Files))
 	for n := range wr.o.Files {
 		extra = append(extra, n)
@@ -497,6 +499,16 @@ func (wr *writer) generate() error {
 	sort.Strings(extra)
 	for _, n := range extra {
 		if err := file(strings.TrimPrefix(n, "/"), 0o644, wr.o.Files[n]); err != nil {
+			return err
+		}
+	}
+	extra = extra[:0]
+	for n := range wr.o.Links {
+		extra = append(extra, n)
+	}
+	sort.Strings(extra)
+	for _, n := range extra {
+		if err := symlink(strings.TrimPrefix(n, "/"), wr.o.Links[n]); err != nil {
 			return err
 		}
 	}

@@ -95,6 +95,12 @@ type Measurements struct {
 	} `json:"ipe"`
 	SELinux string `json:"selinux"`
 	Kernel  string `json:"kernel"`
+	// Profile is the embedded profile the image was built from, or custom.
+	Profile string `json:"profile"`
+	// Flavour is guard or standard (spec.flavour).
+	Flavour string `json:"flavour"`
+	// DebugConsole is true when the node has a root shell on its console.
+	DebugConsole bool `json:"debugConsole"`
 }
 
 // Result reports a finished build.
@@ -204,7 +210,7 @@ func (b *builder) run() error {
 	if err != nil {
 		return err
 	}
-	defer rfs.Root.Close()
+	defer rfs.Close()
 	usr, err := b.usr(rfs, keys.db())
 	if err != nil {
 		return err

@@ -2,7 +2,7 @@ package image
 
 import (
 	"bytes"
-	_ "embed"
+	"embed"
 	"errors"
 	"fmt"
 	"io"
@@ -31,6 +31,9 @@ type Config struct {
 
 	// dir is the directory of the config file; relative paths are resolved against it.
 	dir string
+	// Profile names the embedded profile the config came from; "custom"
+	// for a file of the user's.
+	Profile string `yaml:"-"`
 }
 
 // Metadata names the image.
@@ -48,6 +51,13 @@ type Spec struct {
 	IPE     IPE      `yaml:"ipe"`
 	SELinux SELinux  `yaml:"selinux"`
 	Layout  Layout   `yaml:"layout"`
+	// Flavour is guard (default: IPE, signed verity, SELinux) or standard
+	// (the same signed /usr, no IPE, AppArmor as the major LSM).
+	Flavour string `yaml:"flavour"`
+	// DebugConsole puts a root shell without password on the serial
+	// console, for tests and demos; 'osguard status' fails its
+	// debug-console check on such a node.
+	DebugConsole bool `yaml:"debugConsole"`
 }
 
 // Rootfs is the userland. Path is a directory, a tar file (plain, gzip, zstd
@@ -59,6 +69,25 @@ type Rootfs struct {
 	Init string `yaml:"init"`
 	// AddOsguard puts the static osguard binary at /usr/bin/osguard (default true).
 	AddOsguard *bool `yaml:"addOsguard"`
+	// Debian, when set, makes the rootfs from Debian packages (Path must
+	// then be empty).
+	Debian *DebianRootfs `yaml:"debian"`
+	// Files are added to a Debian rootfs last: absolute path to content.
+	Files map[string]string `yaml:"files"`
+	// Links are symbolic links added to a Debian rootfs: path to target.
+	Links map[string]string `yaml:"links"`
+}
+
+// DebianRootfs is a rootfs made of Debian packages: the named ones, what
+// they depend on and every Essential package, resolved and downloaded by
+// apt through the private apt state of 'make deps' and unpacked without
+// maintainer scripts (package debroot).
+type DebianRootfs struct {
+	// Suite is the Debian suite (default trixie).
+	Suite    string   `yaml:"suite"`
+	Packages []string `yaml:"packages"`
+	// Enable names systemd units to enable, as 'systemctl enable' would.
+	Enable []string `yaml:"enable"`
 }
 
 // Kernel is a Debian kernel package, or a vmlinuz with its modules directory.
@@ -105,11 +134,50 @@ type Layout struct {
 	VarSize string `yaml:"varSize"`
 }
 
-//go:embed default.yaml
-var defaultYAML []byte
+//go:embed profiles/*.yaml
+var profileFS embed.FS
+
+// DefaultProfile is the profile 'osguard build' builds without -c or --profile.
+const DefaultProfile = "default"
+
+// Profiles lists the embedded profiles.
+func Profiles() []string {
+	ents, _ := profileFS.ReadDir("profiles")
+	var names []string
+	for _, e := range ents {
+		names = append(names, strings.TrimSuffix(e.Name(), ".yaml"))
+	}
+	return names
+}
+
+// ProfileYAML returns an embedded profile's text.
+func ProfileYAML(name string) ([]byte, error) {
+	b, err := profileFS.ReadFile("profiles/" + name + ".yaml")
+	if err != nil {
+		return nil, fmt.Errorf("config: no profile %q (the profiles are: %s)", name, strings.Join(Profiles(), ", "))
+	}
+	return b, nil
+}
 
 // DefaultYAML returns the embedded default profile.
-func DefaultYAML() []byte { return append([]byte(nil), defaultYAML...) }
+func DefaultYAML() []byte {
+	b, _ := ProfileYAML(DefaultProfile)
+	return b
+}
+
+// LoadProfile parses an embedded profile.
+func LoadProfile(name string) (*Config, error) {
+	b, err := ProfileYAML(name)
+	if err != nil {
+		return nil, err
+	}
+	c, err := ParseConfig(b, "")
+	if err != nil {
+		return nil, fmt.Errorf("profile %s: %w", name, err)
+	}
+	c.Profile = name
+	return c, nil
+}
 
 // ParseConfig strictly parses a configuration: unknown fields, a wrong
 // apiVersion or kind, and bad values are errors that name the line.
@@ -139,7 +207,7 @@ func ParseConfig(data []byte, dir string) (*Config, error) {
 // LoadConfig reads a config file, or the default profile when path is "".
 func LoadConfig(path string) (*Config, error) {
 	if path == "" {
-		return ParseConfig(defaultYAML, "")
+		return LoadProfile(DefaultProfile)
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -149,6 +217,7 @@ func LoadConfig(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	c.Profile = "custom"
 	return c, nil
 }
 
@@ -194,6 +263,12 @@ func (c *Config) defaults() *Config {
 	if s.Layout.VarSize == "" {
 		s.Layout.VarSize = "64M"
 	}
+	if s.Flavour == "" {
+		s.Flavour = FlavourGuard
+	}
+	if d := s.Rootfs.Debian; d != nil && d.Suite == "" {
+		d.Suite = "trixie"
+	}
 	return c
 }
 
@@ -219,6 +294,14 @@ func lineOf(node *yaml.Node, path string) int {
 	}
 	return line
 }
+
+// The flavours of spec.flavour.
+const (
+	FlavourGuard    = "guard"
+	FlavourStandard = "standard"
+)
+
+var debNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+$`)
 
 var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$`)
 
@@ -260,6 +343,40 @@ func (c *Config) validate(node *yaml.Node) error {
 	if (s.Kernel.Vmlinuz == "") != (s.Kernel.Modules == "") {
 		return bad("spec.kernel", "vmlinuz and modules go together")
 	}
+	switch s.Flavour {
+	case FlavourGuard, FlavourStandard:
+	default:
+		return bad("spec.flavour", "%q must be guard or standard", s.Flavour)
+	}
+	if d := s.Rootfs.Debian; d != nil {
+		if s.Rootfs.Path != "" {
+			return bad("spec.rootfs", "give either path or debian")
+		}
+		if len(d.Packages) == 0 {
+			return bad("spec.rootfs.debian.packages", "name at least one package")
+		}
+		for _, p := range d.Packages {
+			if !debNameRE.MatchString(p) {
+				return bad("spec.rootfs.debian.packages", "%q is not a Debian package name", p)
+			}
+		}
+		if !regexp.MustCompile(`^[a-z]+$`).MatchString(d.Suite) {
+			return bad("spec.rootfs.debian.suite", "%q is not a suite name", d.Suite)
+		}
+	}
+	if (len(s.Rootfs.Files) > 0 || len(s.Rootfs.Links) > 0) && s.Rootfs.Debian == nil {
+		return bad("spec.rootfs", "files and links go with debian")
+	}
+	for p := range s.Rootfs.Links {
+		if !strings.HasPrefix(p, "/") || strings.Contains(p, "..") || (!strings.HasPrefix(p, "/usr/") && !strings.HasPrefix(p, "/etc/")) {
+			return bad("spec.rootfs.links", "%q must be an absolute path under /usr or /etc", p)
+		}
+	}
+	for p := range s.Rootfs.Files {
+		if !strings.HasPrefix(p, "/") || strings.Contains(p, "..") || (!strings.HasPrefix(p, "/usr/") && !strings.HasPrefix(p, "/etc/")) {
+			return bad("spec.rootfs.files", "%q must be an absolute path under /usr or /etc", p)
+		}
+	}
 	if s.Layout.Slots != 1 && s.Layout.Slots != 2 {
 		return bad("spec.layout.slots", "%d must be 1 or 2", s.Layout.Slots)
 	}
@@ -289,6 +406,35 @@ func (c *Config) validate(node *yaml.Node) error {
 		}
 	}
 	return nil
+}
+
+// Overrides are the build flags that change a config or profile.
+type Overrides struct {
+	SELinux, IPE, ImageVersion, Init string
+	DebugConsole                     bool
+}
+
+// Apply sets the overridden fields and checks the config again.
+func (c *Config) Apply(o Overrides) error {
+	if o.SELinux != "" {
+		c.Spec.SELinux.Mode = o.SELinux
+	}
+	if o.IPE != "" {
+		c.Spec.IPE.Mode = o.IPE
+	}
+	if o.ImageVersion != "" {
+		c.Metadata.Version = o.ImageVersion
+	}
+	if o.Init != "" {
+		if !strings.HasPrefix(o.Init, "/") {
+			return fmt.Errorf("--init %s: must be an absolute path", o.Init)
+		}
+		c.Spec.Rootfs.Init = o.Init
+	}
+	if o.DebugConsole {
+		c.Spec.DebugConsole = true
+	}
+	return c.validate(nil)
 }
 
 // ParseSize parses a size such as 64M, 1G, 4096 or 512K.

@@ -132,6 +132,19 @@ func (b *builder) osRelease() string {
 type rootTree struct {
 	Root     *erofs.Tree
 	Packages []sbom.Package
+	// source, when set, is the file the tree reads its contents from.
+	source io.Closer
+}
+
+// Close releases the tree and its source.
+func (r *rootTree) Close() error {
+	err := r.Root.Close()
+	if r.source != nil {
+		if cerr := r.source.Close(); err == nil {
+			err = cerr
+		}
+	}
+	return err
 }
 
 // rootfs makes the root tree from the config: the built-in busybox
@@ -140,7 +153,9 @@ type rootTree struct {
 func (b *builder) rootfs(osRelease string) (*rootTree, error) {
 	cfg, o := b.cfg, b.o
 	mtime := o.Epoch
-	b.step("rootfs: reading %s", orDefault(cfg.Spec.Rootfs.Path, "the built-in busybox userland"))
+	if cfg.Spec.Rootfs.Debian == nil {
+		b.step("rootfs: reading %s", orDefault(cfg.Spec.Rootfs.Path, "the built-in busybox userland"))
+	}
 	osguardBin := ""
 	if *cfg.Spec.Rootfs.AddOsguard {
 		var err error
@@ -149,7 +164,20 @@ func (b *builder) rootfs(osRelease string) (*rootTree, error) {
 		}
 	}
 	var root *erofs.Tree
-	if cfg.Spec.Rootfs.Path == "" {
+	var source io.Closer
+	if cfg.Spec.Rootfs.Debian != nil {
+		var err error
+		if root, source, err = b.debianRootfs(); err != nil {
+			return nil, fmt.Errorf("rootfs: %w", err)
+		}
+		if osguardBin != "" {
+			if err := addFile(root, "/usr/bin/osguard", osguardBin, mtime); err != nil {
+				root.Close()
+				source.Close()
+				return nil, err
+			}
+		}
+	} else if cfg.Spec.Rootfs.Path == "" {
 		a, err := b.artifacts()
 		if err != nil {
 			return nil, err
@@ -169,12 +197,14 @@ func (b *builder) rootfs(osRelease string) (*rootTree, error) {
 			}
 		}
 	}
+	rt := &rootTree{Root: root, source: source}
 	pkgs, err := dpkgPackages(root)
 	if err != nil {
-		root.Close()
+		rt.Close()
 		return nil, err
 	}
-	return &rootTree{Root: root, Packages: pkgs}, nil
+	rt.Packages = pkgs
+	return rt, nil
 }
 
 // addFile puts the host file src into the tree at p.
@@ -387,6 +417,7 @@ func (b *builder) measurements(kern *buildKernel, usr *usrImage, pol *buildPolic
 	m := &b.res.Measurements
 	vres := usr.Verity
 	m.Image, m.Version, m.Kernel, m.SELinux = cfg.Metadata.Name, cfg.Metadata.Version, kern.Version, cfg.Spec.SELinux.Mode
+	m.Profile, m.Flavour, m.DebugConsole = orDefault(cfg.Profile, "custom"), cfg.Spec.Flavour, cfg.Spec.DebugConsole
 	m.Usr.RootHash, m.Usr.HashAlgorithm = usr.RootHash, vres.Params.HashAlgorithm
 	m.Usr.Salt, m.Usr.DataBlocks = hex.EncodeToString(vres.Params.Salt), vres.Params.DataBlocks
 	m.Usr.DataBlockSize, m.Usr.HashBlockSize = vres.Params.DataBlockSize, vres.Params.HashBlockSize

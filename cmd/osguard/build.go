@@ -41,6 +41,8 @@ func newBuildCmd() *cobra.Command {
 		o                     image.BuildOptions
 		timestamp             int64
 		asJSON, quiet         bool
+		profile               string
+		ov                    image.Overrides
 	)
 	cmd := &cobra.Command{
 		Use:   "build [-c osguard.yaml] [--keys DIR] [-o DIR]",
@@ -50,10 +52,18 @@ dm-verity protected EROFS volume with a signed root hash, booted by a signed
 UKI, with a signed IPE policy, predicted measurements and SBOMs. It needs no
 root and no loop devices.
 
-Without -c it builds the embedded default profile: a busybox-static userland
-with a root shell on the serial console and osguard in /usr/bin, the fetched
-Debian trixie 6.12 kernel, IPE enforcing, SELinux off. 'osguard build
---print-default' shows that profile as a starting point for your own.
+Without -c it builds an embedded profile (--profile, default "default"):
+  default        a busybox-static userland with a root shell on the serial
+                 console and osguard in /usr/bin, the fetched Debian trixie
+                 6.12 kernel, IPE enforcing, SELinux off;
+  containerhost  systemd and containerd from Debian trixie packages, which
+                 apt resolves and downloads through the private apt state of
+                 'make deps' and osguard unpacks without root or maintainer
+                 scripts; crun runs the containers; no console shell unless
+                 --debug-console.
+'osguard build --print-profile NAME' shows a profile as a starting point for
+your own. The flags --selinux, --ipe, --image-version, --init and
+--debug-console override the config or profile.
 
 Outputs in DIR (default ./out): disk.raw, uki.efi, ipe.policy,
 ipe.policy.p7s, measurements.json, sbom.spdx.json, sbom.cdx.json,
@@ -68,6 +78,17 @@ the same inputs and time, two builds give the same bytes.`,
 				_, err := cmd.OutOrStdout().Write(image.DefaultYAML())
 				return err
 			}
+			if p, _ := cmd.Flags().GetString("print-profile"); p != "" {
+				b, err := image.ProfileYAML(p)
+				if err != nil {
+					return failWith(2, err)
+				}
+				_, err = cmd.OutOrStdout().Write(b)
+				return err
+			}
+			if configPath != "" && profile != "" {
+				return failWith(2, fmt.Errorf("give -c or --profile, not both"))
+			}
 			if configPath != "" {
 				if fi, err := os.Stat(configPath); err == nil && fi.IsDir() {
 					return fmt.Errorf("-c %s: is a directory, not an osguard.yaml", configPath)
@@ -76,9 +97,21 @@ the same inputs and time, two builds give the same bytes.`,
 			if fi, err := os.Stat(out); err == nil && !fi.IsDir() {
 				return fmt.Errorf("-o %s: exists and is not a directory", out)
 			}
-			cfg, err := image.LoadConfig(configPath)
+			var cfg *image.Config
+			var err error
+			if profile != "" {
+				if _, perr := image.ProfileYAML(profile); perr != nil {
+					return failWith(2, perr)
+				}
+				cfg, err = image.LoadProfile(profile)
+			} else {
+				cfg, err = image.LoadConfig(configPath)
+			}
 			if err != nil {
 				return err
+			}
+			if err := cfg.Apply(ov); err != nil {
+				return failWith(2, err)
 			}
 			o.Config, o.KeysDir, o.OutDir, o.ToolVersion = cfg, keys, out, version
 			if o.Epoch, err = sourceDateEpoch(timestamp, cmd.Flags().Changed("timestamp")); err != nil {
@@ -123,5 +156,12 @@ the same inputs and time, two builds give the same bytes.`,
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	f.BoolVarP(&quiet, "quiet", "q", false, "no progress lines")
 	f.Bool("print-default", false, "print the embedded default profile and exit")
+	f.String("print-profile", "", "print the embedded profile `NAME` and exit")
+	f.StringVar(&profile, "profile", "", "build the embedded profile `NAME` (default, containerhost)")
+	f.StringVar(&ov.SELinux, "selinux", "", "SELinux mode: off, permissive or enforcing")
+	f.StringVar(&ov.IPE, "ipe", "", "IPE mode: enforce or audit")
+	f.StringVar(&ov.ImageVersion, "image-version", "", "image version `V` (metadata.version)")
+	f.StringVar(&ov.Init, "init", "", "the userland's init `PATH` (spec.rootfs.init)")
+	f.BoolVar(&ov.DebugConsole, "debug-console", false, "a root shell on the serial console (tests, demos; never production)")
 	return cmd
 }
