@@ -182,7 +182,7 @@ func (b *builder) rootfs(osRelease string) (*rootTree, error) {
 		if err != nil {
 			return nil, err
 		}
-		if root, err = defaultUserland(a.Busybox, osguardBin, osRelease, mtime); err != nil {
+		if root, err = defaultUserland(a.Busybox, osguardBin, osRelease, mtime, cfg.Spec.DebugConsole); err != nil {
 			return nil, fmt.Errorf("rootfs: %w", err)
 		}
 	} else {

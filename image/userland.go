@@ -18,7 +18,6 @@ var defaultEtc = map[string]string{
 	"inittab": `# osguard default userland (busybox init). rcS lives on the verity
 # volume: IPE lets nothing execute from the tmpfs root, /etc included.
 ::sysinit:/usr/lib/osguard/rcS
-ttyS0::respawn:-/bin/sh
 ::ctrlaltdel:/bin/reboot
 ::shutdown:/bin/sync
 `,
@@ -58,7 +57,7 @@ func busyboxApplets(busybox string) ([]string, error) {
 }
 
 // defaultUserland returns the root tree of the built-in userland.
-func defaultUserland(busybox, osguardBin string, osRelease string, mtime int64) (*erofs.Tree, error) {
+func defaultUserland(busybox, osguardBin string, osRelease string, mtime int64, debugConsole bool) (*erofs.Tree, error) {
 	t := erofs.NewTree()
 	dir := func(p string, mode uint32) error {
 		return t.Add(p, &erofs.Inode{Mode: erofs.S_IFDIR | mode, Mtime: mtime})
@@ -112,6 +111,10 @@ func defaultUserland(busybox, osguardBin string, osRelease string, mtime int64) 
 		}
 	}
 	for name, content := range defaultEtc {
+		if name == "inittab" && debugConsole {
+			// The debug console: a root shell on the serial line.
+			content += "ttyS0::respawn:-/bin/sh\n"
+		}
 		mode := uint32(0o644)
 		if strings.HasPrefix(content, "#!") {
 			mode = 0o755

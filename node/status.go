@@ -40,7 +40,16 @@ type Check struct {
 
 // Status is what `osguard status` reports.
 type Status struct {
-	SecureBoot struct {
+	// Image names what the node booted, from measurements.json.
+	Image struct {
+		Name    string `json:"name"`
+		Version string `json:"version"`
+		Profile string `json:"profile"`
+		Flavour string `json:"flavour,omitempty"`
+	} `json:"image"`
+	// DebugConsole lists the root shells found on console terminals.
+	DebugConsole []string `json:"debugConsole"`
+	SecureBoot   struct {
 		Enabled   bool     `json:"enabled"`
 		SetupMode bool     `json:"setupMode"`
 		DB        []string `json:"db"`
@@ -92,6 +101,7 @@ type Options struct {
 	Securityfs   string // default /sys/kernel/security
 	Selinuxfs    string // default /sys/fs/selinux
 	TPM          string // default /sys/class/tpm/tpm0
+	Proc         string // default /proc
 	// NoMount leaves unmounted pseudo file systems unmounted (tests).
 	NoMount bool
 }
@@ -109,6 +119,9 @@ func (o *Options) defaults() {
 	if o.TPM == "" {
 		o.TPM = "/sys/class/tpm/tpm0"
 	}
+	if o.Proc == "" {
+		o.Proc = "/proc"
+	}
 }
 
 // Collect reads the node's state and judges it.
@@ -120,6 +133,9 @@ func Collect(o Options) *Status {
 	}
 	if err := s.loadMeasurements(o.Measurements); err != nil {
 		add("measurements", false, "%v", err)
+	} else {
+		e := s.expected
+		s.Image.Name, s.Image.Version, s.Image.Profile, s.Image.Flavour = e.Image, e.Version, e.Profile, e.Flavour
 	}
 
 	// Secure Boot.
@@ -149,7 +165,98 @@ func Collect(o Options) *Status {
 	}
 	s.checkSELinux(o.Selinuxfs, add)
 	s.checkPCR11(o.TPM, add)
+	s.checkDebugConsole(o.Proc, add)
 	return s
+}
+
+// checkDebugConsole fails when the node has a root shell on a console: the
+// image says so (built with --debug-console), or a shell of uid 0 runs with
+// a serial line or virtual console as its controlling terminal.
+func (s *Status) checkDebugConsole(proc string, add func(string, bool, string, ...any)) {
+	s.DebugConsole = rootConsoleShells(proc)
+	built := s.expected != nil && s.expected.DebugConsole
+	switch {
+	case len(s.DebugConsole) > 0:
+		add("debug-console", false, "a root shell runs on the console: %s (a debug image; never run one in production)", strings.Join(s.DebugConsole, ", "))
+	case built:
+		add("debug-console", false, "the image was built with a debug console (a root shell on the serial console)")
+	default:
+		add("debug-console", true, "no root shell on the console")
+	}
+}
+
+// shells are the programs counted as shells on a console.
+var shells = map[string]bool{"sh": true, "ash": true, "dash": true, "bash": true, "zsh": true, "busybox": true}
+
+// rootConsoleShells lists "comm (pid N) on ttyX" for each uid-0 shell whose
+// controlling terminal is a serial line (major 4, minor >= 64), a virtual
+// console (major 4, minor < 64) or /dev/console (5:1).
+func rootConsoleShells(proc string) []string {
+	ents, err := os.ReadDir(proc)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join(proc, e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid pgrp session tty_nr ...; comm may hold spaces.
+		open, close := bytes.IndexByte(stat, '('), bytes.LastIndexByte(stat, ')')
+		if open < 0 || close < open {
+			continue
+		}
+		comm := string(stat[open+1 : close])
+		f := strings.Fields(string(stat[close+1:]))
+		if len(f) < 5 || !shells[comm] {
+			continue
+		}
+		ttyNr, err := strconv.ParseUint(f[4], 10, 32)
+		if err != nil || ttyNr == 0 {
+			continue
+		}
+		major, minor := unix.Major(ttyNr), unix.Minor(ttyNr)
+		var tty string
+		switch {
+		case major == 4 && minor >= 64:
+			tty = fmt.Sprintf("ttyS%d", minor-64)
+		case major == 4:
+			tty = fmt.Sprintf("tty%d", minor)
+		case major == 5 && minor == 1:
+			tty = "console"
+		default:
+			continue
+		}
+		if uidOf(filepath.Join(proc, e.Name(), "status")) != 0 {
+			continue
+		}
+		out = append(out, fmt.Sprintf("%s (pid %d) on %s", comm, pid, tty))
+	}
+	return out
+}
+
+// uidOf reads the real uid from /proc/PID/status; -1 when unknown.
+func uidOf(statusPath string) int {
+	b, err := os.ReadFile(statusPath)
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Uid:"); ok {
+			f := strings.Fields(v)
+			if len(f) > 0 {
+				if n, err := strconv.Atoi(f[0]); err == nil {
+					return n
+				}
+			}
+		}
+	}
+	return -1
 }
 
 func b2i(b bool) int {

@@ -99,3 +99,44 @@ func TestBadMeasurements(t *testing.T) {
 		t.Errorf("measurements check = %+v", c)
 	}
 }
+
+func TestDebugConsole(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		procs   map[string][3]string // pid -> comm, tty_nr, uid
+		built   bool
+		wantOK  bool
+		wantHas string
+	}{
+		{name: "production", procs: map[string][3]string{"1": {"systemd", "0", "0"}, "40": {"agetty", "1088", "0"}}, wantOK: true},
+		{name: "root sh on ttyS0", procs: map[string][3]string{"77": {"sh", "1088", "0"}}, wantOK: false, wantHas: "sh (pid 77) on ttyS0"},
+		{name: "root bash on /dev/console", procs: map[string][3]string{"9": {"bash", "1281", "0"}}, wantOK: false, wantHas: "on console"},
+		{name: "user shell on ttyS0", procs: map[string][3]string{"77": {"sh", "1088", "1000"}}, wantOK: true},
+		{name: "root shell on a pty", procs: map[string][3]string{"77": {"sh", "34816", "0"}}, wantOK: true},
+		{name: "built with a debug console", built: true, wantOK: false, wantHas: "built with a debug console"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o, d := fakeNode(t, "1", "1", "")
+			o.Proc = filepath.Join(d, "proc")
+			for pid, p := range tc.procs {
+				dir := filepath.Join(o.Proc, pid)
+				os.MkdirAll(dir, 0o755)
+				os.WriteFile(filepath.Join(dir, "stat"), []byte(pid+" ("+p[0]+") S 1 "+pid+" "+pid+" "+p[1]+" 0 0\n"), 0o644)
+				os.WriteFile(filepath.Join(dir, "status"), []byte("Name:\t"+p[0]+"\nUid:\t"+p[2]+"\t"+p[2]+"\t"+p[2]+"\t"+p[2]+"\n"), 0o644)
+			}
+			if tc.built {
+				var m image.Measurements
+				b, _ := os.ReadFile(o.Measurements)
+				json.Unmarshal(b, &m)
+				m.DebugConsole = true
+				b, _ = json.Marshal(m)
+				os.WriteFile(o.Measurements, b, 0o644)
+			}
+			o.NoMount = true
+			c := check(Collect(o), "debug-console")
+			if c.OK != tc.wantOK || !strings.Contains(c.Detail, tc.wantHas) {
+				t.Errorf("debug-console = %+v, want ok=%v with %q", c, tc.wantOK, tc.wantHas)
+			}
+		})
+	}
+}

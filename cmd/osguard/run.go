@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/osguard/osguard/image"
+	"github.com/osguard/osguard/internal/vm"
 )
 
 func init() { register(newRunCmd) }
@@ -20,6 +21,7 @@ func init() { register(newRunCmd) }
 func newRunCmd() *cobra.Command {
 	var o image.RunOptions
 	var console, quietConsole bool
+	var disks []string
 	cmd := &cobra.Command{
 		Use:   "run [DIR|disk.raw]",
 		Short: "Boot a built image in QEMU with OVMF Secure Boot and a swtpm TPM",
@@ -34,11 +36,26 @@ to it or named by --vars.
 
   --console     type into the node's serial console (raw terminal; Ctrl-] quits)
   --exec CMD    wait for the node's root shell, run CMD there, power off, and
-                exit with CMD's status (what 'make demo' does)`,
+                exit with CMD's status (what 'make demo' does). It needs a
+                root shell on the console: the default profile has one,
+                other images get one from 'osguard build --debug-console'.
+  --disk FILE   attach FILE as an extra read-only virtio disk; repeat it for
+                more. On the node they are /dev/vdb, /dev/vdc, ... in order
+                (an OCI archive to import, an update bundle).`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 1 {
 				o.Target = args[0]
+			}
+			for _, d := range disks {
+				fi, err := os.Stat(d)
+				if err != nil {
+					return fmt.Errorf("--disk %s: %w", d, err)
+				}
+				if fi.IsDir() {
+					return fmt.Errorf("--disk %s: is a directory, not a disk image", d)
+				}
+				o.Drives = append(o.Drives, vm.Drive{Path: d, ReadOnly: true})
 			}
 			if o.Timeout < 0 {
 				return failWith(2, fmt.Errorf("--timeout %s: must not be negative (0: no limit)", o.Timeout))
@@ -82,6 +99,7 @@ to it or named by --vars.
 	f.BoolVar(&console, "console", false, "connect the terminal's keyboard to the serial console")
 	f.DurationVar(&o.Timeout, "timeout", 0, "stop the machine after this long, e.g. 2m (0: no limit)")
 	f.StringVar(&o.Exec, "exec", "", "run this command in the node's root shell, then power off")
+	f.StringArrayVar(&disks, "disk", nil, "attach `FILE` as an extra read-only virtio disk (repeatable; /dev/vdb, /dev/vdc, ...)")
 	f.BoolVar(&o.Snapshot, "snapshot", false, "discard the guest's writes to the disk")
 	f.BoolVarP(&quietConsole, "quiet", "q", false, "with --exec: hide the boot console, print only the command's output")
 	return cmd
