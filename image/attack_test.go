@@ -259,7 +259,7 @@ func TestNodeGuarantees(t *testing.T) {
 				Value string `json:"value"`
 			} `json:"pcr11"`
 		}
-		if err := json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &st); err != nil {
+		if err := json.NewDecoder(strings.NewReader(out[strings.Index(out, "{"):])).Decode(&st); err != nil {
 			t.Fatalf("status JSON: %v\n%s", err, out)
 		}
 		if st.OK || err == nil {

@@ -301,6 +301,10 @@ const (
 	FlavourStandard = "standard"
 )
 
+// IPEOff is measurements.json's IPE mode for the standard flavour, which
+// loads no IPE policy.
+const IPEOff = "off"
+
 var debNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+$`)
 
 var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$`)
@@ -344,7 +348,11 @@ func (c *Config) validate(node *yaml.Node) error {
 		return bad("spec.kernel", "vmlinuz and modules go together")
 	}
 	switch s.Flavour {
-	case FlavourGuard, FlavourStandard:
+	case FlavourGuard:
+	case FlavourStandard:
+		if s.SELinux.Mode != "off" {
+			return bad("spec.flavour", "standard uses AppArmor, so selinux.mode must be off")
+		}
 	default:
 		return bad("spec.flavour", "%q must be guard or standard", s.Flavour)
 	}
@@ -410,8 +418,8 @@ func (c *Config) validate(node *yaml.Node) error {
 
 // Overrides are the build flags that change a config or profile.
 type Overrides struct {
-	SELinux, IPE, ImageVersion, Init string
-	DebugConsole                     bool
+	SELinux, IPE, ImageVersion, Init, Flavour string
+	DebugConsole                              bool
 }
 
 // Apply sets the overridden fields and checks the config again.
@@ -433,6 +441,9 @@ func (c *Config) Apply(o Overrides) error {
 	}
 	if o.DebugConsole {
 		c.Spec.DebugConsole = true
+	}
+	if o.Flavour != "" {
+		c.Spec.Flavour = o.Flavour
 	}
 	return c.validate(nil)
 }

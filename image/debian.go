@@ -126,11 +126,10 @@ func (b *builder) rootfsAdditions() (files map[string][]byte, links map[string]s
 	// interactive systemd-firstboot and enable every unit its presets name
 	// (machine-id(5), "First Boot Semantics"). The node is stateless.
 	files["etc/machine-id"] = nil
-	// /usr is never updated in place: a stamp as new as /usr tells
-	// ConditionNeedsUpdate=/etc so, and ldconfig.service and
-	// systemd-hwdb-update.service (12 s under TCG) do not run at every
-	// boot of a node whose /etc is new each time.
-	files["etc/.updated"] = []byte("# osguard: /usr is read-only and changes only with a new image\n")
+	// No /etc/.updated: with a new /etc at every boot, the units with
+	// ConditionNeedsUpdate=/etc run each time, and they are the ones that
+	// do what the packages' maintainer scripts did not: systemd-sysusers,
+	// ldconfig and systemd-hwdb-update.
 	if b.cfg.Spec.DebugConsole {
 		files["etc/systemd/system/osguard-debug-shell.service"] = []byte(debugShellUnit)
 		links["etc/systemd/system/sysinit.target.wants/osguard-debug-shell.service"] = "/etc/systemd/system/osguard-debug-shell.service"

@@ -359,10 +359,14 @@ func (b *builder) initrd(kern *buildKernel, pol *buildPolicy) ([]byte, error) {
 			return nil, fmt.Errorf("selinux: %w", err)
 		}
 	}
+	ipePolicy := pol.Signed
+	if cfg.Spec.Flavour == FlavourStandard {
+		ipePolicy = nil // the standard flavour loads no IPE policy
+	}
 	var initramfs bytes.Buffer
 	if err := initrd.Build(initrd.Options{
 		Kernel: kern.Kernel, Modules: cfg.Spec.Kernel.Extra, InitPath: initBin,
-		Policy: pol.Signed, SELinuxPolicy: sePolicy,
+		Policy: ipePolicy, SELinuxPolicy: sePolicy,
 		Config: bootconfig.Config{IPE: cfg.Spec.IPE.Mode, SELinux: cfg.Spec.SELinux.Mode, VerityOnCorruption: "restart", Init: cfg.Spec.Rootfs.Init},
 		MTime:  b.o.Epoch,
 	}, &initramfs); err != nil {
@@ -387,7 +391,11 @@ func (b *builder) uki(kern *buildKernel, initramfs []byte, osRelease string, usr
 	b.step("uki: assembling and signing")
 	cmdline := append([]string{}, cfg.Spec.Cmdline...)
 	cmdline = append(cmdline, "usrhash="+usr.RootHash)
-	if cfg.Spec.SELinux.Mode != "off" {
+	switch {
+	case cfg.Spec.Flavour == FlavourStandard:
+		// The conventional container host: AppArmor, and no IPE at all.
+		cmdline = append(cmdline, "lsm=lockdown,capability,landlock,yama,apparmor,bpf,ima,evm", "security=apparmor")
+	case cfg.Spec.SELinux.Mode != "off":
 		// SELinux and AppArmor cannot both be major LSMs: name the list.
 		cmdline = append(cmdline, "lsm=lockdown,capability,landlock,yama,selinux,bpf,ipe,ima,evm", "security=selinux")
 	}
@@ -418,6 +426,9 @@ func (b *builder) measurements(kern *buildKernel, usr *usrImage, pol *buildPolic
 	vres := usr.Verity
 	m.Image, m.Version, m.Kernel, m.SELinux = cfg.Metadata.Name, cfg.Metadata.Version, kern.Version, cfg.Spec.SELinux.Mode
 	m.Profile, m.Flavour, m.DebugConsole = orDefault(cfg.Profile, "custom"), cfg.Spec.Flavour, cfg.Spec.DebugConsole
+	if cfg.Spec.Flavour == FlavourStandard {
+		m.IPE.Mode = IPEOff
+	}
 	m.Usr.RootHash, m.Usr.HashAlgorithm = usr.RootHash, vres.Params.HashAlgorithm
 	m.Usr.Salt, m.Usr.DataBlocks = hex.EncodeToString(vres.Params.Salt), vres.Params.DataBlocks
 	m.Usr.DataBlockSize, m.Usr.HashBlockSize = vres.Params.DataBlockSize, vres.Params.HashBlockSize

@@ -428,6 +428,21 @@ func readTrim(p string) (string, error) {
 
 func (s *Status) checkIPE(securityfs string, add func(string, bool, string, ...any)) {
 	ipeDir := filepath.Join(securityfs, "ipe")
+	if e := s.expected; e != nil && e.IPE.Mode == image.IPEOff {
+		// The standard flavour: no IPE, AppArmor as the major LSM.
+		lsm, _ := readTrim(filepath.Join(securityfs, "lsm"))
+		_, ipeErr := os.Stat(ipeDir)
+		aa, _ := readTrim("/sys/module/apparmor/parameters/enabled")
+		switch {
+		case ipeErr == nil:
+			add("ipe", false, "the kernel runs IPE (%s), but the standard flavour loads none", lsm)
+		case !strings.Contains(","+lsm+",", ",apparmor,") || aa != "Y":
+			add("apparmor", false, "AppArmor is not running (lsm=%s, enabled=%q)", lsm, aa)
+		default:
+			add("apparmor", true, "standard flavour: AppArmor runs, IPE is not loaded (lsm=%s)", lsm)
+		}
+		return
+	}
 	enforce, err := readTrim(filepath.Join(ipeDir, "enforce"))
 	if err != nil {
 		add("ipe", false, "IPE is not available: %v", err)

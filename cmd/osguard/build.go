@@ -162,6 +162,7 @@ the same inputs and time, two builds give the same bytes.`,
 	f.StringVar(&ov.IPE, "ipe", "", "IPE mode: enforce or audit")
 	f.StringVar(&ov.ImageVersion, "image-version", "", "image version `V` (metadata.version)")
 	f.StringVar(&ov.Init, "init", "", "the userland's init `PATH` (spec.rootfs.init)")
+	f.StringVar(&ov.Flavour, "flavour", "", "guard (IPE, signed verity, SELinux) or standard (AppArmor, no IPE)")
 	f.BoolVar(&ov.DebugConsole, "debug-console", false, "a root shell on the serial console (tests, demos; never production)")
 	return cmd
 }

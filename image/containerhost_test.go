@@ -1,0 +1,303 @@
+package image_test
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/osguard/osguard/image"
+	"github.com/osguard/osguard/internal/testutil"
+	"github.com/osguard/osguard/internal/vm"
+	"github.com/osguard/osguard/internal/vm/vmtest"
+)
+
+// buildContainerHost builds the containerhost profile with a debug console
+// into out with the fixture's keys.
+func (f *fixture) buildContainerHost(t *testing.T, out string) *image.Result {
+	t.Helper()
+	testutil.NeedTool(t, "apt-get")
+	cfg, err := image.LoadProfile("containerhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Apply(image.Overrides{DebugConsole: true}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	res, err := image.Build(image.BuildOptions{
+		Config: cfg, OutDir: out, KeysDir: f.keys, Epoch: testEpoch, ToolVersion: "test",
+		InitBinary: filepath.Join(f.bins, "osguard-init"), OsguardBinary: filepath.Join(f.bins, "osguard"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("containerhost built in %v: %d files in /usr, EROFS %d bytes", time.Since(start).Round(time.Millisecond), res.Files, res.UsrSize)
+	return res
+}
+
+func fileSum(t *testing.T, p string) [32]byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sha256.Sum256(b)
+}
+
+// TestContainerHostBuild: the profile's build is reproducible and its SBOMs
+// list the Debian packages with their versions.
+func TestContainerHostBuild(t *testing.T) {
+	f := getFixture(t)
+	a, b := filepath.Join(t.TempDir(), "a"), filepath.Join(t.TempDir(), "b")
+	f.buildContainerHost(t, a)
+	f.buildContainerHost(t, b)
+	for _, name := range []string{image.DiskFile, image.UKIFile, image.MeasurementsFile, image.SPDXFile, image.CycloneDXFile} {
+		if fileSum(t, filepath.Join(a, name)) != fileSum(t, filepath.Join(b, name)) {
+			t.Errorf("%s differs between two builds with the same keys and epoch", name)
+		}
+	}
+	var spdx struct {
+		Packages []struct {
+			Name        string `json:"name"`
+			VersionInfo string `json:"versionInfo"`
+		} `json:"packages"`
+	}
+	data, err := os.ReadFile(filepath.Join(a, image.SPDXFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(data, &spdx); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, p := range spdx.Packages {
+		got[p.Name] = p.VersionInfo
+	}
+	for _, want := range []string{"systemd", "systemd-sysv", "udev", "containerd", "crun", "iproute2", "kmod", "ca-certificates", "libc6", "base-files"} {
+		if got[want] == "" {
+			t.Errorf("SPDX SBOM lists no version of package %s", want)
+		}
+	}
+	var m image.Measurements
+	data, _ = os.ReadFile(filepath.Join(a, image.MeasurementsFile))
+	json.Unmarshal(data, &m)
+	if m.Profile != "containerhost" || !m.DebugConsole || m.Flavour != "guard" {
+		t.Errorf("measurements profile=%q debugConsole=%v flavour=%q", m.Profile, m.DebugConsole, m.Flavour)
+	}
+}
+
+// TestContainerHost boots the containerhost node and asks systemd,
+// containerd, the TPM and the kernel what they did.
+func TestContainerHost(t *testing.T) {
+	f := getFixture(t)
+	out := filepath.Join(t.TempDir(), "out")
+	f.buildContainerHost(t, out)
+	var m image.Measurements
+	data, _ := os.ReadFile(filepath.Join(out, image.MeasurementsFile))
+	if err := json.Unmarshal(data, &m); err != nil {
+		t.Fatal(err)
+	}
+	extra := filepath.Join(t.TempDir(), "extra.img")
+	marker := bytes.Repeat([]byte("osguard-extra-disk\n"), 1000)
+	if err := os.WriteFile(extra, marker, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	node := vmtest.Start(t, vm.Config{
+		UEFI: true, Vars: filepath.Join(out, image.VarsFile), TPM: true,
+		Drives: []vm.Drive{{Path: filepath.Join(out, image.DiskFile), Snapshot: true}, {Path: extra, ReadOnly: true}},
+	})
+	shell(t, node)
+	run := func(cmd string) string {
+		t.Helper()
+		got, err := node.Run(cmd, 4*time.Minute)
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", cmd, err, got)
+		}
+		return strings.TrimSpace(got)
+	}
+
+	if got := run("systemctl is-system-running --wait"); !strings.HasSuffix(got, "running") {
+		t.Errorf("systemctl is-system-running = %q, want running; failed units:\n%s", got, run("systemctl --failed --no-legend"))
+	}
+	t.Logf("QEMU start to a running system with containerd: %v", time.Since(start).Round(100*time.Millisecond))
+	t.Logf("boot stages:\n%s\n%s", run("systemd-analyze"), run("systemd-analyze blame --no-pager | head -8"))
+	if got := run("systemctl --failed --no-legend --plain"); got != "" {
+		t.Errorf("failed units: %s", got)
+	}
+	if got := run("systemctl is-active containerd"); got != "active" {
+		t.Errorf("containerd.service is %q", got)
+	}
+	if got := run("ctr version"); !regexp.MustCompile(`(?s)Server:.*Version: +1\.7\.`).MatchString(got) {
+		t.Errorf("ctr version:\n%s", got)
+	}
+
+	t.Run("systemd-way", func(t *testing.T) {
+		// machine-id: made by systemd over the empty factory file.
+		if got := run("cat /etc/machine-id"); !regexp.MustCompile(`^[0-9a-f]{32}$`).MatchString(got) {
+			t.Errorf("/etc/machine-id = %q", got)
+		}
+		// Users from systemd-sysusers, /var on its own ext4 partition.
+		if got := run("getent passwd systemd-network messagebus | cut -d: -f1 | sort | tr '\\n' ' '"); got != "messagebus systemd-network" {
+			t.Errorf("system users: %q", got)
+		}
+		if got := run("findmnt -no FSTYPE /var"); got != "ext4" {
+			t.Errorf("/var is %q, want ext4", got)
+		}
+		if got := run("findmnt -no FSTYPE,OPTIONS /usr"); !strings.HasPrefix(got, "erofs ro") {
+			t.Errorf("/usr: %q", got)
+		}
+	})
+
+	t.Run("status", func(t *testing.T) {
+		got, err := node.Run("osguard status --json", 2*time.Minute)
+		var ee *vm.ExitError
+		if err != nil && !errors.As(err, &ee) {
+			t.Fatal(err)
+		}
+		var st struct {
+			Checks []struct {
+				Name, Detail string
+				OK           bool
+			} `json:"checks"`
+			Image struct{ Name, Version, Profile string } `json:"image"`
+			PCR11 struct{ Value string } `json:"pcr11"`
+		}
+		if err := json.NewDecoder(strings.NewReader(got[strings.Index(got, "{"):])).Decode(&st); err != nil {
+			t.Fatalf("%v\n%s", err, got)
+		}
+		for _, c := range st.Checks {
+			if c.OK != (c.Name != "debug-console") {
+				t.Errorf("check %s ok=%v: %s", c.Name, c.OK, c.Detail)
+			}
+		}
+		if st.Image.Profile != "containerhost" || st.Image.Name != m.Image || st.Image.Version != m.Version {
+			t.Errorf("image = %+v", st.Image)
+		}
+		// systemd-pcrphase has extended sysinit and ready after
+		// osguard-init's enter-initrd and leave-initrd.
+		var ready string
+		for _, ph := range m.PCR11.Phases {
+			if strings.HasSuffix(ph.Phase, ":sysinit:ready") {
+				ready = ph.Hex
+			}
+		}
+		if ready == "" || st.PCR11.Value != ready {
+			t.Errorf("PCR 11 = %s, want the predicted value after the ready phase %s", st.PCR11.Value, ready)
+		}
+	})
+
+	t.Run("ipe-tmpfs-exec", func(t *testing.T) {
+		got, err := node.Run("cp /usr/bin/true /tmp/true && /tmp/true", time.Minute)
+		if err == nil || !strings.Contains(got, "Permission denied") {
+			t.Errorf("exec of a tmpfs copy: %v %q, want EACCES", err, got)
+		}
+		if got := run("dmesg | grep 'ipe_op=EXECUTE' | grep '/tmp/true' | tail -1"); !strings.Contains(got, "enforcing=1") {
+			t.Errorf("no IPE audit record for /tmp/true: %q", got)
+		}
+	})
+
+	t.Run("runtime", func(t *testing.T) {
+		// A container whose rootfs is the node's own signed /usr, bound
+		// read-only: IPE allows its programs, so what the runtime does
+		// itself decides.
+		run("mkdir -p /tmp/b/rootfs && cd /tmp/b/rootfs && mkdir -p usr proc dev sys tmp etc run && mount --bind /usr usr && mount -o remount,bind,ro usr && ln -s usr/bin bin && ln -s usr/lib lib && ln -s usr/lib64 lib64 && ln -s usr/sbin sbin")
+		if got := run("ctr run --rm --rootfs /tmp/b/rootfs c1 /usr/bin/echo hello-from-crun"); !strings.Contains(got, "hello-from-crun") {
+			t.Errorf("ctr run with the default runtime: %q", got)
+		}
+		// runc 1.1 runs a memfd copy of itself; the kernel refuses it.
+		got, err := node.Run("ctr run --rm --runc-binary /usr/sbin/runc --rootfs /tmp/b/rootfs c2 /usr/bin/echo hello-from-runc", 2*time.Minute)
+		if err == nil || strings.Contains(got, "hello-from-runc") {
+			t.Errorf("runc ran under IPE: %v %q", err, got)
+		}
+		if got := run("dmesg | grep 'ipe_op=EXECUTE' | grep -c 'path=2F6D656D6664' || true"); got == "0" {
+			t.Errorf("no IPE denial of runc's memfd exec in dmesg")
+		}
+		// A binary the container gets from a tmpfs is refused in it too.
+		got, err = node.Run("cp /usr/bin/echo /tmp/b/echo2 && ctr run --rm --mount type=bind,src=/tmp/b,dst=/tmp,options=rbind:ro --rootfs /tmp/b/rootfs c3 /tmp/echo2 hi", 2*time.Minute)
+		if err == nil || !strings.Contains(got, "Permission denied") {
+			t.Errorf("tmpfs binary in a container: %v %q, want EACCES", err, got)
+		}
+	})
+
+	t.Run("extra-disk", func(t *testing.T) {
+		if got := run("head -c 19 /dev/vdb"); got != "osguard-extra-disk" {
+			t.Errorf("/dev/vdb begins %q", got)
+		}
+		if got, err := node.Run("echo x | dd of=/dev/vdb 2>&1", time.Minute); err == nil {
+			t.Errorf("writing the read-only extra disk worked: %q", got)
+		}
+	})
+}
+
+// TestContainerHostStandard boots the standard flavour: the same signed
+// /usr, AppArmor as the LSM with containerd's default profile, no IPE.
+func TestContainerHostStandard(t *testing.T) {
+	f := getFixture(t)
+	testutil.NeedTool(t, "apt-get")
+	cfg, err := image.LoadProfile("containerhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Apply(image.Overrides{DebugConsole: true, Flavour: image.FlavourStandard}); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "out")
+	if _, err := image.Build(image.BuildOptions{
+		Config: cfg, OutDir: out, KeysDir: f.keys, Epoch: testEpoch, ToolVersion: "test",
+		InitBinary: filepath.Join(f.bins, "osguard-init"), OsguardBinary: filepath.Join(f.bins, "osguard"),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	node := vmtest.Start(t, vm.Config{
+		UEFI: true, Vars: filepath.Join(out, image.VarsFile), TPM: true,
+		Drives: []vm.Drive{{Path: filepath.Join(out, image.DiskFile), Snapshot: true}},
+	})
+	shell(t, node)
+	run := func(cmd string) string {
+		t.Helper()
+		got, err := node.Run(cmd, 4*time.Minute)
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", cmd, err, got)
+		}
+		return strings.TrimSpace(got)
+	}
+	if got := run("systemctl is-system-running --wait"); !strings.HasSuffix(got, "running") {
+		t.Errorf("systemctl is-system-running = %q; failed units:\n%s", got, run("systemctl --failed --no-legend"))
+	}
+	lsm := run("cat /sys/kernel/security/lsm")
+	if !strings.Contains(lsm, "apparmor") || strings.Contains(lsm, "ipe") {
+		t.Errorf("lsm = %q, want apparmor and no ipe", lsm)
+	}
+	if got := run("findmnt -no FSTYPE /usr; osguard dm table usr | grep -c root_hash_sig_key_desc"); !strings.HasPrefix(got, "erofs") || !strings.HasSuffix(got, "1") {
+		t.Errorf("/usr: %q, want erofs on verity with a signature", got)
+	}
+	// Without IPE a tmpfs binary runs: the flavours differ there.
+	if got := run("cp /usr/bin/echo /tmp/echo2 && /tmp/echo2 ran-from-tmpfs"); got != "ran-from-tmpfs" {
+		t.Errorf("tmpfs exec on the standard flavour: %q", got)
+	}
+	got, err := node.Run("osguard status", 2*time.Minute)
+	if err == nil || !regexp.MustCompile(`(?m)^ok +apparmor`).MatchString(got) || regexp.MustCompile(`(?m)^FAIL +[^d]`).MatchString(got) {
+		t.Errorf("status on the standard flavour (only debug-console may fail): %v\n%s", err, got)
+	}
+	// containerd's default AppArmor profile confines the container: its
+	// label, and the kernel's refusal of what the profile denies.
+	run("mkdir -p /tmp/b/rootfs && cd /tmp/b/rootfs && mkdir -p usr proc dev sys tmp etc run && mount --bind /usr usr && mount -o remount,bind,ro usr && ln -s usr/bin bin && ln -s usr/lib lib && ln -s usr/lib64 lib64 && ln -s usr/sbin sbin")
+	if got := run("ctr run --rm --apparmor-default-profile osguard-containerd --rootfs /tmp/b/rootfs c1 /usr/bin/cat /proc/self/attr/current"); !strings.Contains(got, "osguard-containerd (enforce)") {
+		t.Errorf("container's AppArmor label: %q", got)
+	}
+	got, err = node.Run("ctr run --rm --apparmor-default-profile osguard-containerd --rootfs /tmp/b/rootfs c2 /usr/bin/sh -c 'echo h > /proc/sysrq-trigger'", 2*time.Minute)
+	if err == nil || !strings.Contains(got, "Permission denied") {
+		t.Errorf("writing /proc/sysrq-trigger in a confined container: %v %q, want EACCES", err, got)
+	}
+	if got := run("dmesg | grep 'apparmor=\"DENIED\"' | grep -c osguard-containerd || true"); got == "0" {
+		t.Errorf("no AppArmor denial in dmesg")
+	}
+}
