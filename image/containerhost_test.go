@@ -168,7 +168,7 @@ func TestContainerHost(t *testing.T) {
 				OK           bool
 			} `json:"checks"`
 			Image struct{ Name, Version, Profile string } `json:"image"`
-			PCR11 struct{ Value string } `json:"pcr11"`
+			PCR11 struct{ Value string }                  `json:"pcr11"`
 		}
 		if err := json.NewDecoder(strings.NewReader(got[strings.Index(got, "{"):])).Decode(&st); err != nil {
 			t.Fatalf("%v\n%s", err, got)
