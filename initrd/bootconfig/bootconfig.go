@@ -15,6 +15,9 @@ const (
 	Path              = "/etc/osguard/init.json"
 	IPEPolicyPath     = "/etc/osguard/ipe.policy.p7s"
 	SELinuxPolicyPath = "/etc/osguard/selinux.policy"
+	// SELinuxFileContextsPath holds the file contexts osguard-init labels
+	// the tmpfs root with (file_contexts(5); .subs_dist beside it).
+	SELinuxFileContextsPath = "/etc/osguard/selinux.file_contexts"
 	ModulesDir        = "/lib/modules" // then <kernel version>/<name>.ko
 )
 

@@ -543,6 +543,16 @@ func loadSELinux(log *Logger, st Settings) error {
 		return err
 	}
 	log.Printf("SELinux policy loaded (%d bytes), %s", len(pol), st.SELinux)
+	if !haveFileContexts() {
+		log.Printf("no file contexts in this initramfs: the tmpfs root, /run and /dev stay unlabelled")
+		return nil
+	}
+	start := time.Now()
+	n, err := labelFiles(bootconfig.SELinuxFileContextsPath, labelTrees)
+	if err != nil {
+		return fmt.Errorf("SELinux labels: %w", err)
+	}
+	log.Printf("SELinux: labelled %d files of /, /run and /dev in %s", n, time.Since(start).Round(time.Millisecond))
 	return nil
 }
 

@@ -1,0 +1,89 @@
+package bootinit
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/osguard/osguard/initrd/bootconfig"
+	"github.com/osguard/osguard/selinux"
+)
+
+// xattrSELinux is the extended attribute that holds a file's context.
+const xattrSELinux = "security.selinux"
+
+// labelTree is one tree osguard-init labels: Dir in the initramfs, which is
+// Node on the userland's side.
+type labelTree struct {
+	Dir, Node string
+	// Skip are directories (initramfs paths) left alone: /usr is a
+	// read-only EROFS whose labels the build wrote.
+	Skip []string
+}
+
+// labelTrees are what the initramfs made before the policy was loaded and
+// the userland keeps: the tmpfs root (with the /etc copied from the
+// factory defaults and /var), /run and /dev. Without labels their files
+// would carry the file system's default type (tmpfs_t, device_t), and the
+// userland's domains are not allowed to use them. systemd relabels /dev
+// and /run only when it loads the policy itself, which on osguard it does
+// not.
+var labelTrees = []labelTree{
+	{Dir: Sysroot, Node: "/", Skip: []string{Sysroot + "/usr"}},
+	{Dir: "/run", Node: "/run"},
+	{Dir: "/dev", Node: "/dev"},
+}
+
+// labelFiles labels the trees from the file contexts in the initramfs, as
+// restorecon(8) would, and returns how many files it labelled.
+func labelFiles(fcPath string, trees []labelTree) (int, error) {
+	fc, err := selinux.LoadFileContexts(fcPath)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, t := range trees {
+		err := filepath.WalkDir(t.Dir, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			for _, s := range t.Skip {
+				if p == s {
+					return filepath.SkipDir
+				}
+			}
+			node := filepath.Join(t.Node, strings.TrimPrefix(p, t.Dir))
+			info, err := d.Info()
+			if err != nil {
+				return err
+			}
+			ctx, ok := fc.Lookup(node, info.Mode())
+			if !ok {
+				return nil
+			}
+			if err := unix.Lsetxattr(p, xattrSELinux, append([]byte(ctx), 0), 0); err != nil {
+				if errors.Is(err, unix.ENOENT) {
+					return nil // gone meanwhile (a device node udev never made)
+				}
+				return fmt.Errorf("label %s (%s) %s: %w", p, node, ctx, err)
+			}
+			n++
+			return nil
+		})
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// haveFileContexts reports whether the initramfs carries file contexts.
+func haveFileContexts() bool {
+	_, err := os.Stat(bootconfig.SELinuxFileContextsPath)
+	return err == nil
+}
