@@ -42,7 +42,8 @@ var labelTrees = []labelTree{
 // labelFiles labels the trees from the file contexts in the initramfs, as
 // restorecon(8) would, and returns how many files it labelled.
 func labelFiles(fcPath string, trees []labelTree) (int, error) {
-	fc, err := selinux.LoadFileContexts(fcPath)
+	// The build compiled every regex of this file when it labelled /usr.
+	fc, err := selinux.LoadFileContextsLazy(fcPath)
 	if err != nil {
 		return 0, err
 	}
@@ -79,11 +80,42 @@ func labelFiles(fcPath string, trees []labelTree) (int, error) {
 			return n, err
 		}
 	}
-	return n, nil
+	return n, fc.Err()
 }
 
 // haveFileContexts reports whether the initramfs carries file contexts.
 func haveFileContexts() bool {
 	_, err := os.Stat(bootconfig.SELinuxFileContextsPath)
 	return err == nil
+}
+
+// selinuxConfig is the userland's SELinux configuration, on the tmpfs root.
+const selinuxConfig = Sysroot + "/etc/selinux/config"
+
+// setConfigMode writes the mode this boot runs in (the build's, or the
+// command line's osguard.selinux=) into the userland's /etc/selinux/config
+// when the image has one. systemd loads the policy again from /etc/selinux
+// at its start and sets the mode that file names, so it must agree with
+// the init's: "off" becomes SELINUX=disabled, and systemd loads nothing.
+func setConfigMode(mode string) (bool, error) {
+	b, err := os.ReadFile(selinuxConfig)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	} else if err != nil {
+		return false, err
+	}
+	if mode == bootconfig.SELinuxOff {
+		mode = "disabled"
+	}
+	lines := strings.Split(string(b), "\n")
+	found := false
+	for i, l := range lines {
+		if strings.HasPrefix(strings.TrimSpace(l), "SELINUX=") {
+			lines[i], found = "SELINUX="+mode, true
+		}
+	}
+	if !found {
+		lines = append([]string{"SELINUX=" + mode}, lines...)
+	}
+	return true, os.WriteFile(selinuxConfig, []byte(strings.Join(lines, "\n")), 0o644)
 }
