@@ -18,7 +18,7 @@ const (
 	// SELinuxFileContextsPath holds the file contexts osguard-init labels
 	// the tmpfs root with (file_contexts(5); .subs_dist beside it).
 	SELinuxFileContextsPath = "/etc/osguard/selinux.file_contexts"
-	ModulesDir        = "/lib/modules" // then <kernel version>/<name>.ko
+	ModulesDir              = "/lib/modules" // then <kernel version>/<name>.ko
 )
 
 // Modes. The command line (osguard.ipe=, osguard.selinux=,
