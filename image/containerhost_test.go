@@ -22,12 +22,19 @@ import (
 // into out with the fixture's keys.
 func (f *fixture) buildContainerHost(t *testing.T, out string) *image.Result {
 	t.Helper()
+	return f.buildContainerHostWith(t, out, image.Overrides{})
+}
+
+// buildContainerHostWith is buildContainerHost with more overrides.
+func (f *fixture) buildContainerHostWith(t *testing.T, out string, ov image.Overrides) *image.Result {
+	t.Helper()
 	testutil.NeedTool(t, "apt-get")
 	cfg, err := image.LoadProfile("containerhost")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cfg.Apply(image.Overrides{DebugConsole: true}); err != nil {
+	ov.DebugConsole = true
+	if err := cfg.Apply(ov); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()

@@ -90,6 +90,18 @@ func Build(o Options) (*Result, error) {
 		}
 		defer os.RemoveAll(work)
 	}
+	mods, err := readPolicyDeb(o.PolicyDeb, o.Flavour)
+	if err != nil {
+		return nil, fmt.Errorf("sepolicy: %s: %w", filepath.Base(o.PolicyDeb), err)
+	}
+	for _, m := range o.Modules {
+		if !moduleNameRE.MatchString(m.Name) {
+			return nil, fmt.Errorf("sepolicy: module name %q: letters, digits, _ and - only", m.Name)
+		}
+		if _, dup := mods.pp[m.Name]; dup {
+			return nil, fmt.Errorf("sepolicy: module %s is also in %s", m.Name, filepath.Base(o.PolicyDeb))
+		}
+	}
 	tools := filepath.Join(work, "tools")
 	for _, d := range o.ToolDebs {
 		if err := extract(d, tools, toolFile); err != nil {
@@ -99,10 +111,6 @@ func Build(o Options) (*Result, error) {
 	t, err := newToolset(tools)
 	if err != nil {
 		return nil, err
-	}
-	mods, err := readPolicyDeb(o.PolicyDeb, o.Flavour)
-	if err != nil {
-		return nil, fmt.Errorf("sepolicy: %s: %w", filepath.Base(o.PolicyDeb), err)
 	}
 	disabled := map[string]bool{}
 	for _, d := range o.Disabled {
@@ -127,12 +135,6 @@ func Build(o Options) (*Result, error) {
 	}
 	res := &Result{Modules: names, SubsDist: mods.subsDist}
 	for _, m := range o.Modules {
-		if !moduleNameRE.MatchString(m.Name) {
-			return nil, fmt.Errorf("sepolicy: module name %q: letters, digits, _ and - only", m.Name)
-		}
-		if _, dup := mods.pp[m.Name]; dup {
-			return nil, fmt.Errorf("sepolicy: module %s is also in %s", m.Name, filepath.Base(o.PolicyDeb))
-		}
 		p := filepath.Join(cilDir, "osguard-"+m.Name+".cil")
 		if err := os.WriteFile(p, m.CIL, 0o644); err != nil {
 			return nil, fmt.Errorf("sepolicy: %w", err)

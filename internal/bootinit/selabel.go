@@ -97,12 +97,12 @@ const selinuxConfig = Sysroot + "/etc/selinux/config"
 // when the image has one. systemd loads the policy again from /etc/selinux
 // at its start and sets the mode that file names, so it must agree with
 // the init's: "off" becomes SELINUX=disabled, and systemd loads nothing.
-func setConfigMode(mode string) (bool, error) {
-	b, err := os.ReadFile(selinuxConfig)
+func setConfigMode(path, mode string) (string, error) {
+	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
+		return "", nil
 	} else if err != nil {
-		return false, err
+		return "", err
 	}
 	if mode == bootconfig.SELinuxOff {
 		mode = "disabled"
@@ -117,5 +117,5 @@ func setConfigMode(mode string) (bool, error) {
 	if !found {
 		lines = append([]string{"SELINUX=" + mode}, lines...)
 	}
-	return true, os.WriteFile(selinuxConfig, []byte(strings.Join(lines, "\n")), 0o644)
+	return mode, os.WriteFile(path, []byte(strings.Join(lines, "\n")), 0o644)
 }

@@ -516,10 +516,10 @@ func loadSELinux(log *Logger, st Settings) error {
 	lsm, _ := os.ReadFile(securityfs + "/lsm")
 	running := strings.Contains(","+string(lsm)+",", ",selinux,")
 	pol, polErr := os.ReadFile(bootconfig.SELinuxPolicyPath)
-	if ok, err := setConfigMode(st.SELinux); err != nil {
+	if written, err := setConfigMode(selinuxConfig, st.SELinux); err != nil {
 		return fmt.Errorf("SELinux: %s: %w", selinuxConfig, err)
-	} else if ok {
-		log.Printf("SELinux: /etc/selinux/config says SELINUX=%s", st.SELinux)
+	} else if written != "" {
+		log.Printf("SELinux: /etc/selinux/config says SELINUX=%s", written)
 	}
 	switch {
 	case st.SELinux == bootconfig.SELinuxOff:
