@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"github.com/osguard/osguard/image"
-	"github.com/osguard/osguard/internal/vm"
-	"github.com/osguard/osguard/internal/vm/vmtest"
 )
 
 // avcDenials lists the kernel's SELinux denials since boot, one line each.
@@ -24,19 +22,7 @@ func TestContainerHostSELinux(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "out")
 	f.buildContainerHostWith(t, out, image.Overrides{SELinux: "enforcing"})
 	start := time.Now()
-	node := vmtest.Start(t, vm.Config{
-		UEFI: true, Vars: filepath.Join(out, image.VarsFile), TPM: true,
-		Drives: []vm.Drive{{Path: filepath.Join(out, image.DiskFile), Snapshot: true}},
-	})
-	shell(t, node)
-	run := func(cmd string) string {
-		t.Helper()
-		got, err := node.Run(cmd, 4*time.Minute)
-		if err != nil {
-			t.Fatalf("%s: %v\n%s", cmd, err, got)
-		}
-		return strings.TrimSpace(got)
-	}
+	_, run := bootContainerHost(t, out)
 	if got := run("systemctl is-system-running --wait"); !strings.HasSuffix(got, "running") {
 		t.Errorf("systemctl is-system-running = %q, want running; failed units:\n%s", got, run("systemctl --failed --no-legend"))
 	}
@@ -56,8 +42,8 @@ func TestContainerHostSELinux(t *testing.T) {
 	// containerd in its own domain, and the files carry the policy's
 	// labels: /usr from the EROFS, the tmpfs root from osguard-init.
 	for _, c := range []struct{ cmd, want string }{
-		{"cat /proc/1/attr/current", `^system_u:system_r:init_t:s0`},
-		{"cat /proc/$(systemctl show -P MainPID containerd)/attr/current", `^system_u:system_r:\w+_t:s0`},
+		{"tr -d '\\0' < /proc/1/attr/current", `^system_u:system_r:init_t:s0$`},
+		{"tr -d '\\0' < /proc/$(systemctl show -P MainPID containerd)/attr/current", `^system_u:system_r:\w+_t:s0$`},
 		{"stat -c %C /usr/lib/systemd/systemd", `^system_u:object_r:init_exec_t:s0$`},
 		{"stat -c %C /etc/shadow", `^system_u:object_r:shadow_t:s0$`},
 		{"stat -c %C /etc/selinux/default/contexts/files/file_contexts", `^system_u:object_r:file_context_t:s0$`},
