@@ -1,8 +1,12 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -27,7 +31,7 @@ func newUpdateCmd() *cobra.Command {
 The bundle format is documented in the update package (go doc
 github.com/osguard/osguard/update).`,
 	}
-	cmd.AddCommand(newUpdatePackCmd())
+	cmd.AddCommand(newUpdatePackCmd(), newUpdateApplyCmd(), newUpdateCheckBootCmd())
 	return cmd
 }
 
@@ -69,5 +73,88 @@ and FILE appears only when complete.`,
 	f.StringVar(&o.KeysDir, "keys", "", "directory with db.key and db.crt (default DIR/keys)")
 	f.BoolVar(&asJSON, "json", false, "print the manifest (without payload hashes) as JSON")
 	cmd.MarkFlagRequired("output")
+	return cmd
+}
+
+func newUpdateApplyCmd() *cobra.Command {
+	var o update.ApplyOptions
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "apply FILE|URL [--allow-downgrade]",
+		Short: "On a node: verify a bundle and write it to the inactive slot for one trial boot",
+		Long: `apply runs on an osguard node as root. It reads the bundle (a file, a block
+device holding one, or an http(s) URL) and, before it writes anything, checks
+the manifest's signature against the certificates in the node's UEFI db
+(efivarfs), the architecture and disk layout, and that the image version and
+the IPE policy version are higher than the running ones (--allow-downgrade
+accepts lower ones).
+
+It then writes the inactive slot (usr, usr-verity, usr-verity-sig, with the
+partition UUIDs the new root hash gives), each chunk checked against the
+signed manifest before it is written, the signature partition cleared first
+and written last; puts the UKI on the ESP; and sets a Boot#### entry and
+BootNext for one trial boot. It never writes the running slot. Reboot to try
+the new slot: 'osguard update check-boot' commits it when the node is
+healthy; any failure before that returns the node to the old slot.
+
+Exit status 1 when the bundle is refused or cannot be applied.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.Source = args[0]
+			if !asJSON {
+				o.Log = cmd.ErrOrStderr()
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			res, err := update.Apply(ctx, o)
+			if err != nil {
+				return failWith(1, err)
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(map[string]any{
+					"image": res.Manifest.Image, "slot": res.Slot, "fromSlot": res.FromSlot, "fromVersion": res.FromVersion,
+					"bootEntry": fmt.Sprintf("Boot%04X", res.BootEntry), "bytes": res.Bytes,
+					"usrBytes": res.UsrBytes, "usrSeconds": res.UsrDuration.Seconds(), "seconds": res.Duration.Seconds(),
+				})
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "applied %s %s to slot %s (Boot%04X, BootNext); reboot for its trial boot\n",
+				res.Manifest.Image.Name, res.Manifest.Image.Version, res.Slot, res.BootEntry)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&o.AllowDowngrade, "allow-downgrade", false, "accept an image or IPE policy version that is not higher than the running one")
+	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
+	return cmd
+}
+
+func newUpdateCheckBootCmd() *cobra.Command {
+	var o update.CheckOptions
+	cmd := &cobra.Command{
+		Use:   "check-boot [--timeout D]",
+		Short: "On a node at boot: commit a healthy trial boot, or record and undo a failed one",
+		Long: `check-boot runs at every boot of a node (the default userland starts it from
+its rcS; a systemd node runs it as a service). After 'osguard update apply'
+and a reboot into the new slot it waits until 'osguard status' is all ok
+(and containerd is active where it is installed), then puts the new slot's
+boot entry first in BootOrder: committed. When the node is not healthy
+within --timeout it records the reason and reboots; the firmware then boots
+the old slot. On the old slot after a trial boot that failed earlier (kernel
+panic, missing init, verity failure, refused UKI) it records rolled-back.
+'osguard status' shows the result as update.lastResult.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.Log = cmd.ErrOrStderr()
+			st, err := update.CheckBoot(context.Background(), o)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "update: %s\n", st.LastResult)
+			return nil
+		},
+	}
+	cmd.Flags().DurationVar(&o.Timeout, "timeout", 2*time.Minute, "how long a trial boot has to become healthy")
 	return cmd
 }
