@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
@@ -41,6 +42,8 @@ func newBuildCmd() *cobra.Command {
 		o                     image.BuildOptions
 		timestamp             int64
 		asJSON, quiet         bool
+		imageVersion          string
+		initPath              string
 	)
 	cmd := &cobra.Command{
 		Use:   "build [-c osguard.yaml] [--keys DIR] [-o DIR]",
@@ -79,6 +82,15 @@ the same inputs and time, two builds give the same bytes.`,
 			cfg, err := image.LoadConfig(configPath)
 			if err != nil {
 				return err
+			}
+			if imageVersion != "" {
+				cfg.Metadata.Version = imageVersion
+			}
+			if initPath != "" {
+				if !strings.HasPrefix(initPath, "/") {
+					return failWith(2, fmt.Errorf("--init %s: must be an absolute path in the image", initPath))
+				}
+				cfg.Spec.Rootfs.Init = initPath
 			}
 			o.Config, o.KeysDir, o.OutDir, o.ToolVersion = cfg, keys, out, version
 			if o.Epoch, err = sourceDateEpoch(timestamp, cmd.Flags().Changed("timestamp")); err != nil {
@@ -120,6 +132,8 @@ the same inputs and time, two builds give the same bytes.`,
 	f.Int64Var(&timestamp, "timestamp", 0, "build time in Unix seconds (default: SOURCE_DATE_EPOCH, else 0)")
 	f.StringVar(&o.InitBinary, "init-binary", "", "static osguard-init (default: next to this osguard)")
 	f.StringVar(&o.OsguardBinary, "osguard-binary", "", "static osguard for /usr/bin (default: this osguard)")
+	f.StringVar(&imageVersion, "image-version", "", "set metadata.version (e.g. 2; the IPE policy version follows it unless the config sets one)")
+	f.StringVar(&initPath, "init", "", "set spec.rootfs.init, the userland's init (e.g. /sbin/init)")
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	f.BoolVarP(&quiet, "quiet", "q", false, "no progress lines")
 	f.Bool("print-default", false, "print the embedded default profile and exit")
