@@ -329,7 +329,7 @@ func (b *builder) policy(db secureboot.KeyPair) (*buildPolicy, error) {
 			return nil, fmt.Errorf("ipe: %w", err)
 		}
 	} else {
-		gopts := ipe.GenerateOptions{Name: policyName(cfg.Metadata.Name), Version: cfg.Spec.IPE.PolicyVersion, AllowRootHashes: cfg.Spec.IPE.AllowRootHashes}
+		gopts := ipe.GenerateOptions{Name: policyName(cfg.Metadata.Name), Version: cfg.IPEPolicyVersion(), AllowRootHashes: cfg.Spec.IPE.AllowRootHashes}
 		if err := gopts.Validate(); err != nil {
 			return nil, fmt.Errorf("ipe: %w", err)
 		}
