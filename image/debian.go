@@ -22,7 +22,7 @@ import (
 
 // debianRootfsFormat changes whenever debroot's output for the same packages
 // changes, so that cached roots of an older osguard are not reused.
-const debianRootfsFormat = "debroot-1"
+const debianRootfsFormat = "debroot-2"
 
 // debianCache is where a Debian rootfs's pieces live: the private apt state
 // of scripts/fetch-debian, its downloaded packages, apt's resolutions and
@@ -114,6 +114,15 @@ func writeRootTar(path string, o debroot.Options) error {
 	}
 	if err := bw.Flush(); err != nil {
 		return err
+	}
+	hwdb, err := compileHWDB(f.Name(), filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	if hwdb != nil {
+		if err := appendTarFile(f.File, hwdbPath, hwdb, o.Epoch); err != nil {
+			return fmt.Errorf("hwdb: %w", err)
+		}
 	}
 	return f.Commit()
 }
