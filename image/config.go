@@ -109,7 +109,9 @@ type IPE struct {
 	Policy string `yaml:"policy"`
 	// AllowRootHashes adds dm-verity root hashes (alg:hex) that may execute.
 	AllowRootHashes []string `yaml:"allowRootHashes"`
-	// PolicyVersion of the generated policy (default 1.0.0).
+	// PolicyVersion of the generated policy; default: the image version
+	// as MAJOR.MINOR.REVISION (version "2" gives 2.0.0), or 1.0.0 when the
+	// image version is not such a number. Updates need it to grow.
 	PolicyVersion string `yaml:"policyVersion"`
 }
 
@@ -250,9 +252,6 @@ func (c *Config) defaults() *Config {
 	if s.IPE.Mode == "" {
 		s.IPE.Mode = "enforce"
 	}
-	if s.IPE.PolicyVersion == "" {
-		s.IPE.PolicyVersion = "1.0.0"
-	}
 	if s.SELinux.Mode == "" {
 		s.SELinux.Mode = "off"
 	}
@@ -275,6 +274,27 @@ func (c *Config) defaults() *Config {
 		d.Suite = "trixie"
 	}
 	return c
+}
+
+// IPEPolicyVersion is the version of the generated IPE policy: the
+// configured one, or the image version as MAJOR.MINOR.REVISION.
+func (c *Config) IPEPolicyVersion() string {
+	if v := c.Spec.IPE.PolicyVersion; v != "" {
+		return v
+	}
+	parts := strings.Split(c.Metadata.Version, ".")
+	if len(parts) > 3 {
+		return "1.0.0"
+	}
+	out := []string{"0", "0", "0"}
+	for i, p := range parts {
+		n, err := strconv.ParseUint(p, 10, 16)
+		if err != nil {
+			return "1.0.0"
+		}
+		out[i] = strconv.FormatUint(n, 10)
+	}
+	return strings.Join(out, ".")
 }
 
 // lineOf finds the line of a mapping key path such as "spec.ipe.mode".

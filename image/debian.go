@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -21,7 +22,7 @@ import (
 
 // debianRootfsFormat changes whenever debroot's output for the same packages
 // changes, so that cached roots of an older osguard are not reused.
-const debianRootfsFormat = "debroot-1"
+const debianRootfsFormat = "debroot-2"
 
 // debianCache is where a Debian rootfs's pieces live: the private apt state
 // of scripts/fetch-debian, its downloaded packages, apt's resolutions and
@@ -68,7 +69,13 @@ func (b *builder) debianRootfs() (*erofs.Tree, io.Closer, error) {
 		return nil, nil, err
 	}
 	files, links := b.rootfsAdditions()
-	key := rootKey(pkgs, d.Enable, files, links, b.o.Epoch)
+	enable := append([]string(nil), d.Enable...)
+	if b.cfg.Spec.Flavour == FlavourStandard && slices.Contains(d.Packages, "apparmor") && !slices.Contains(enable, "apparmor.service") {
+		// The standard flavour's LSM loads Debian's profiles at boot, as
+		// apparmor's postinst would have arranged.
+		enable = append(enable, "apparmor.service")
+	}
+	key := rootKey(pkgs, enable, files, links, b.o.Epoch)
 	tarPath := filepath.Join(c.roots, key+".tar")
 	if _, err := os.Stat(tarPath); err != nil {
 		b.step("rootfs: apt downloads what is missing of %d packages", len(pkgs))
@@ -80,7 +87,7 @@ func (b *builder) debianRootfs() (*erofs.Tree, io.Closer, error) {
 		if err := os.MkdirAll(c.roots, 0o755); err != nil {
 			return nil, nil, err
 		}
-		if err := writeRootTar(tarPath, debroot.Options{Debs: debs, Enable: d.Enable, Files: files, Links: links, Epoch: b.o.Epoch}); err != nil {
+		if err := writeRootTar(tarPath, debroot.Options{Debs: debs, Enable: enable, Files: files, Links: links, Epoch: b.o.Epoch}); err != nil {
 			return nil, nil, err
 		}
 	} else {
@@ -112,6 +119,15 @@ func writeRootTar(path string, o debroot.Options) error {
 	if err := bw.Flush(); err != nil {
 		return err
 	}
+	hwdb, err := compileHWDB(f.Name(), filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	if hwdb != nil {
+		if err := appendTarFile(f.File, hwdbPath, hwdb, o.Epoch); err != nil {
+			return fmt.Errorf("hwdb: %w", err)
+		}
+	}
 	return f.Commit()
 }
 
@@ -139,6 +155,12 @@ func (b *builder) rootfsAdditions() (files map[string][]byte, links map[string]s
 	// ConditionNeedsUpdate=/etc run each time, and they are the ones that
 	// do what the packages' maintainer scripts did not: systemd-sysusers,
 	// ldconfig and systemd-hwdb-update.
+	if *b.cfg.Spec.Rootfs.AddOsguard {
+		// A trial boot of an update is committed once the node is
+		// healthy, and rolled back otherwise (osguard update check-boot).
+		files["usr/lib/systemd/system/osguard-update-check.service"] = []byte(updateCheckUnit)
+		links["etc/systemd/system/multi-user.target.wants/osguard-update-check.service"] = "/usr/lib/systemd/system/osguard-update-check.service"
+	}
 	if b.cfg.Spec.DebugConsole {
 		files["etc/systemd/system/osguard-debug-shell.service"] = []byte(debugShellUnit)
 		links["etc/systemd/system/sysinit.target.wants/osguard-debug-shell.service"] = "/etc/systemd/system/osguard-debug-shell.service"
@@ -229,6 +251,24 @@ func (c *debianCache) resolve(names []string, essential bool, announce func()) (
 	}
 	return pkgs, nil
 }
+
+// updateCheckUnit runs 'osguard update check-boot' at every boot of a
+// systemd node: on the trial boot of an update it waits for the node to be
+// healthy (containerd active included) and commits the new slot, or reboots
+// into the old one.
+const updateCheckUnit = `[Unit]
+Description=osguard: commit or roll back the trial boot of an update
+After=containerd.service systemd-pcrphase.service
+ConditionPathExists=/sys/firmware/efi/efivars
+
+[Service]
+Type=oneshot
+ExecStart=/usr/bin/osguard update check-boot
+RemainAfterExit=yes
+
+[Install]
+WantedBy=multi-user.target
+`
 
 // debugShellUnit is the debug console of --debug-console on a systemd node:
 // a root shell on the serial console, in place of the login prompt.

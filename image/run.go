@@ -19,12 +19,17 @@ import (
 type RunOptions struct {
 	// Target is a build output directory or a disk.raw.
 	Target string
-	// Vars is the OVMF VARS file; default ovmf-vars.fd next to the disk. It
-	// is copied first, so the file stays as the build made it.
+	// Vars is the OVMF VARS file a new machine starts from; default
+	// ovmf-vars.fd next to the disk. It is copied, so the file stays as the
+	// build made it.
 	Vars  string
 	NoTPM bool
-	// TPMState keeps the swtpm state in a directory across runs.
+	// TPMState keeps the swtpm state in this directory instead of the
+	// machine's.
 	TPMState string
+	// Fresh discards the machine's state (disk writes, UEFI variables, TPM)
+	// and starts over from the built files.
+	Fresh bool
 	// Console receives the serial console; Stdin, when set, is typed into it.
 	Console io.Writer
 	Stdin   io.Reader
@@ -67,10 +72,15 @@ func ResolveTarget(target, vars string) (disk, varsPath string, err error) {
 	return disk, varsPath, nil
 }
 
-// Run boots the image and waits until the machine powers off, the timeout
-// passes, or ctx ends. With Exec it returns the command's exit status.
+// Run boots the image as one machine across runs (see Machine) and waits
+// until it powers off, the timeout passes, or ctx ends; the guest may
+// reboot in between. With Exec it returns the command's exit status.
 func Run(ctx context.Context, o RunOptions) (int, error) {
 	disk, vars, err := ResolveTarget(o.Target, o.Vars)
+	if err != nil {
+		return 0, err
+	}
+	mach, err := PrepareMachine(disk, vars, o.Fresh)
 	if err != nil {
 		return 0, err
 	}
@@ -79,15 +89,13 @@ func Run(ctx context.Context, o RunOptions) (int, error) {
 		ctx, cancel = context.WithTimeout(ctx, o.Timeout)
 		defer cancel()
 	}
-	cfg := vm.Config{
-		UEFI:     true,
-		Vars:     vars,
-		Drives:   append([]vm.Drive{{Path: disk, Snapshot: o.Snapshot}}, o.Drives...),
-		TPM:      !o.NoTPM,
-		TPMState: o.TPMState,
-		Console:  o.Console,
-		Stdin:    o.Stdin,
+	cfg := mach.VMConfig(!o.NoTPM)
+	cfg.Drives[0].Snapshot = o.Snapshot
+	cfg.Drives = append(cfg.Drives, o.Drives...)
+	if o.TPMState != "" {
+		cfg.TPMState = o.TPMState
 	}
+	cfg.Console, cfg.Stdin = o.Console, o.Stdin
 	m, err := vm.Start(ctx, cfg)
 	if err != nil {
 		return 0, err

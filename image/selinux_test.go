@@ -20,7 +20,7 @@ const avcDenials = "dmesg | grep 'avc:  denied' | sed 's/.*avc:  denied/denied/'
 func TestContainerHostSELinux(t *testing.T) {
 	f := getFixture(t)
 	out := filepath.Join(t.TempDir(), "out")
-	f.buildContainerHostWith(t, out, image.Overrides{SELinux: "enforcing"})
+	f.buildContainerHost(t, out, image.Overrides{SELinux: "enforcing"})
 	start := time.Now()
 	_, run := bootContainerHost(t, out)
 	if got := run("systemctl is-system-running --wait"); !strings.HasSuffix(got, "running") {

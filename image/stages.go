@@ -323,7 +323,7 @@ func (b *builder) policy(db secureboot.KeyPair) (*buildPolicy, error) {
 			return nil, fmt.Errorf("ipe: %w", err)
 		}
 	} else {
-		gopts := ipe.GenerateOptions{Name: policyName(cfg.Metadata.Name), Version: cfg.Spec.IPE.PolicyVersion, AllowRootHashes: cfg.Spec.IPE.AllowRootHashes}
+		gopts := ipe.GenerateOptions{Name: policyName(cfg.Metadata.Name), Version: cfg.IPEPolicyVersion(), AllowRootHashes: cfg.Spec.IPE.AllowRootHashes}
 		if err := gopts.Validate(); err != nil {
 			return nil, fmt.Errorf("ipe: %w", err)
 		}
@@ -425,9 +425,6 @@ func (b *builder) measurements(kern *buildKernel, usr *usrImage, pol *buildPolic
 	vres := usr.Verity
 	m.Image, m.Version, m.Kernel, m.SELinux = cfg.Metadata.Name, cfg.Metadata.Version, kern.Version, cfg.Spec.SELinux.Mode
 	m.Profile, m.Flavour, m.DebugConsole = orDefault(cfg.Profile, "custom"), cfg.Spec.Flavour, cfg.Spec.DebugConsole
-	if cfg.Spec.Flavour == FlavourStandard {
-		m.IPE.Mode = IPEOff
-	}
 	m.Usr.RootHash, m.Usr.HashAlgorithm = usr.RootHash, vres.Params.HashAlgorithm
 	m.Usr.Salt, m.Usr.DataBlocks = hex.EncodeToString(vres.Params.Salt), vres.Params.DataBlocks
 	m.Usr.DataBlockSize, m.Usr.HashBlockSize = vres.Params.DataBlockSize, vres.Params.HashBlockSize
@@ -439,6 +436,9 @@ func (b *builder) measurements(kern *buildKernel, usr *usrImage, pol *buildPolic
 	m.UKI.SHA256, m.UKI.Cmdline, m.UKI.Signer = hex.EncodeToString(ukiSum[:]), u.Cmdline, db.Cert.Subject.String()
 	polSum, sigSum := sha256.Sum256(pol.Text), sha256.Sum256(pol.Signed)
 	m.IPE.PolicyName, m.IPE.PolicyVersion, m.IPE.Mode = pol.Parsed.Name, pol.Parsed.Version.String(), cfg.Spec.IPE.Mode
+	if cfg.Spec.Flavour == FlavourStandard {
+		m.IPE.Mode = IPEOff // no policy is loaded
+	}
 	m.IPE.PolicySHA256, m.IPE.SignedPolicySHA256 = hex.EncodeToString(polSum[:]), hex.EncodeToString(sigSum[:])
 	out, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {

@@ -28,6 +28,8 @@ mountpoint -q /sys || mount -t sysfs sysfs /sys
 mountpoint -q /sys/kernel/security || mount -t securityfs securityfs /sys/kernel/security
 mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
 hostname -F /etc/hostname
+# Commit an update's healthy trial boot, or record a failed one.
+[ -x /usr/bin/osguard ] && /usr/bin/osguard update check-boot &
 echo "osguard: userland ready"
 `,
 	"profile": `export PATH=/usr/sbin:/usr/bin:/sbin:/bin

@@ -24,10 +24,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/osguard/osguard/disk"
 	"github.com/osguard/osguard/image"
-	"github.com/osguard/osguard/internal/bootinit"
 	"github.com/osguard/osguard/internal/dm"
+	"github.com/osguard/osguard/internal/esp"
 	"github.com/osguard/osguard/secureboot"
 )
 
@@ -40,13 +39,6 @@ type Check struct {
 
 // Status is what `osguard status` reports.
 type Status struct {
-	// Image names what the node booted, from measurements.json.
-	Image struct {
-		Name    string `json:"name"`
-		Version string `json:"version"`
-		Profile string `json:"profile"`
-		Flavour string `json:"flavour,omitempty"`
-	} `json:"image"`
 	// DebugConsole lists the root shells found on console terminals.
 	DebugConsole []string `json:"debugConsole"`
 	SecureBoot   struct {
@@ -77,6 +69,19 @@ type Status struct {
 		Value    string `json:"value"`
 		Expected string `json:"expected"`
 	} `json:"pcr11"`
+	// Image is the running image; Name, Version, Profile and Flavour come
+	// from its measurements.json, Slot from the usr partition it booted.
+	Image struct {
+		Name    string `json:"name"`
+		Version string `json:"version"`
+		Profile string `json:"profile"`
+		Flavour string `json:"flavour,omitempty"`
+		Slot    string `json:"slot"`
+	} `json:"image"`
+	Update struct {
+		LastResult string `json:"lastResult"`
+		Reason     string `json:"reason,omitempty"`
+	} `json:"update"`
 	Measurements string  `json:"measurementsFrom"`
 	Checks       []Check `json:"checks"`
 	expected     *image.Measurements
@@ -157,6 +162,11 @@ func Collect(o Options) *Status {
 			b2i(st.SecureBoot), b2i(st.SetupMode), len(st.DB))
 	}
 
+	if s.Image.Slot == "" {
+		if _, letter, err := RunningSlot(); err == nil {
+			s.Image.Slot = letter
+		}
+	}
 	s.checkUsr(add)
 	mount("securityfs", o.Securityfs, "securityfs")
 	s.checkIPE(o.Securityfs, add)
@@ -275,13 +285,14 @@ func ensureMounted(src, dir, fstype string) {
 }
 
 func (s *Status) loadMeasurements(path string) error {
+	s.Update.LastResult = UpdateNone
 	var data []byte
 	var err error
 	if path != "" {
 		data, err = os.ReadFile(path)
 		s.Measurements = path
 	} else {
-		data, s.Measurements, err = readFromESP()
+		data, s.Measurements, err = s.readFromESP()
 	}
 	if err != nil {
 		return err
@@ -291,32 +302,31 @@ func (s *Status) loadMeasurements(path string) error {
 		return fmt.Errorf("%s: %w", s.Measurements, err)
 	}
 	s.expected = &m
+	s.Image.Name, s.Image.Version = m.Image, m.Version
 	return nil
 }
 
-// readFromESP mounts the ESP read-only and reads measurements.json.
-func readFromESP() ([]byte, string, error) {
-	parts, err := bootinit.DefaultSys.Partitions()
+// readFromESP mounts the ESP of the running slot's disk read-only, reads
+// the measurements.json of the running root hash and the update state, and
+// learns the running slot.
+func (s *Status) readFromESP() ([]byte, string, error) {
+	diskDev, usrhash := "", ""
+	if slot, letter, err := RunningSlot(); err == nil {
+		diskDev, s.Image.Slot = slot.Usr.Disk, letter
+		usrhash = slot.Signature.RootHash
+	}
+	m, err := esp.Mount(diskDev, true)
 	if err != nil {
-		return nil, "", err
+		return nil, "", fmt.Errorf("%w, so no measurements.json (give --measurements)", err)
 	}
-	for _, p := range parts {
-		if p.Type != disk.TypeESP {
-			continue
-		}
-		dir, err := os.MkdirTemp("", "osguard-esp-")
-		if err != nil {
-			return nil, "", err
-		}
-		defer os.Remove(dir)
-		if err := unix.Mount(p.Dev, dir, "vfat", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
-			return nil, "", fmt.Errorf("mount the ESP %s: %w", p.Dev, err)
-		}
-		defer unix.Unmount(dir, 0)
-		data, err := os.ReadFile(filepath.Join(dir, image.ESPMeasurementsPath))
-		return data, p.Dev + ":" + image.ESPMeasurementsPath, err
+	defer m.Close()
+	if st, err := ReadUpdateState(m.Dir); err == nil {
+		s.Update.LastResult, s.Update.Reason = st.LastResult, st.Reason
+	} else {
+		s.Update.LastResult, s.Update.Reason = "unknown", err.Error()
 	}
-	return nil, "", errors.New("no ESP partition found, so no measurements.json (give --measurements)")
+	data, name, err := ReadSlotMeasurements(m.Dir, usrhash)
+	return data, m.Part.Dev + ":" + name, err
 }
 
 // usrDevice finds the block device mounted on /usr.
@@ -449,13 +459,7 @@ func (s *Status) checkIPE(securityfs string, add func(string, bool, string, ...a
 		return
 	}
 	s.IPE.Enforce = enforce == "1"
-	ents, _ := os.ReadDir(filepath.Join(ipeDir, "policies"))
-	for _, e := range ents {
-		if a, _ := readTrim(filepath.Join(ipeDir, "policies", e.Name(), "active")); a == "1" {
-			s.IPE.Policy = e.Name()
-			s.IPE.Version, _ = readTrim(filepath.Join(ipeDir, "policies", e.Name(), "version"))
-		}
-	}
+	s.IPE.Policy, s.IPE.Version, _ = ActiveIPEPolicy(securityfs)
 	mode := map[bool]string{true: "enforce", false: "audit"}[s.IPE.Enforce]
 	if s.IPE.Policy == "" {
 		add("ipe", false, "no active IPE policy (mode %s)", mode)
@@ -512,6 +516,13 @@ func (s *Status) checkPCR11(tpm string, add func(string, bool, string, ...any)) 
 // Text renders the status for a terminal.
 func (s *Status) Text() string {
 	var b bytes.Buffer
+	if s.Image.Version != "" || s.Image.Slot != "" {
+		fmt.Fprintf(&b, "     %-12s %s %s in slot %s; last update: %s", "image", s.Image.Name, s.Image.Version, orUnknown(s.Image.Slot), s.Update.LastResult)
+		if s.Update.Reason != "" {
+			fmt.Fprintf(&b, " (%s)", s.Update.Reason)
+		}
+		b.WriteString("\n")
+	}
 	for _, c := range s.Checks {
 		mark := "ok  "
 		if !c.OK {
@@ -525,4 +536,11 @@ func (s *Status) Text() string {
 		b.WriteString("SOME GUARANTEES ARE BROKEN\n")
 	}
 	return b.String()
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
 }

@@ -81,6 +81,22 @@ func (e Efivarfs) Set(v Variable, attrs uint32, data []byte) error {
 	return nil
 }
 
+// Delete removes a variable: efivarfs deletes it in the firmware when its
+// file is unlinked.
+func (e Efivarfs) Delete(v Variable) error {
+	p := e.path(v)
+	err := os.Remove(p)
+	if errors.Is(err, fs.ErrPermission) {
+		if err2 := clearImmutable(p); err2 == nil {
+			err = os.Remove(p)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("secureboot: delete %s: %w", v.Name, err)
+	}
+	return nil
+}
+
 func clearImmutable(path string) error {
 	f, err := os.Open(path)
 	if err != nil {

@@ -3,8 +3,9 @@
 // signed IPE policy and the SELinux policy, and switches to the userland.
 // The steps live in internal/bootinit; this file only decides what a failure
 // does: print the reason and power off, or start a shell when
-// osguard.debug=1 is on the kernel command line. It never goes on with an
-// unverified /usr.
+// osguard.debug=1 is on the kernel command line, or reboot when the boot is
+// an update's trial boot (so that the firmware returns to the old slot). It
+// never goes on with an unverified /usr.
 //
 // Build it static: CGO_ENABLED=0 go build ./cmd/osguard-init
 package main
@@ -78,6 +79,15 @@ func tool(args []string) int {
 }
 
 func fail(log *bootinit.Logger) {
+	if bootinit.TrialBoot() {
+		// Even with osguard.debug=1: nobody is at the console of a node
+		// that updates itself, and the old slot is one reboot away.
+		log.Printf("this was the trial boot of an update: rebooting; the firmware goes back to the previous slot")
+		unix.Sync()
+		time.Sleep(100 * time.Millisecond)
+		unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
+		select {}
+	}
 	if bootinit.DebugMode() {
 		for _, sh := range []string{"/sysroot/usr/bin/sh", "/usr/bin/sh", "/bin/sh"} {
 			if _, err := os.Stat(sh); err == nil {

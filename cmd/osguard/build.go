@@ -161,7 +161,7 @@ the same inputs and time, two builds give the same bytes.`,
 	f.StringVar(&profile, "profile", "", "build the embedded profile `NAME` (default, containerhost)")
 	f.StringVar(&ov.SELinux, "selinux", "", "SELinux mode: off, permissive or enforcing")
 	f.StringVar(&ov.IPE, "ipe", "", "IPE mode: enforce or audit")
-	f.StringVar(&ov.ImageVersion, "image-version", "", "image version `V` (metadata.version)")
+	f.StringVar(&ov.ImageVersion, "image-version", "", "image version `V` (metadata.version; the IPE policy version follows it unless the config sets one)")
 	f.StringVar(&ov.Init, "init", "", "the userland's init `PATH` (spec.rootfs.init)")
 	f.StringVar(&ov.Flavour, "flavour", "", "guard (IPE, signed verity, SELinux) or standard (AppArmor, no IPE)")
 	f.BoolVar(&ov.DebugConsole, "debug-console", false, "a root shell on the serial console (tests, demos; never production)")

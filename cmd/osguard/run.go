@@ -27,9 +27,14 @@ func newRunCmd() *cobra.Command {
 		Short: "Boot a built image in QEMU with OVMF Secure Boot and a swtpm TPM",
 		Long: `run boots an image made by 'osguard build' under QEMU (q35, one CPU)
 with OVMF's Secure Boot firmware, the VARS file the build enrolled your keys
-into (copied first, so that it stays as built), and a swtpm TPM 2.0. The serial
-console is shown on the terminal. Everything run starts is stopped when it
-exits.
+into, and a swtpm TPM 2.0. The serial console is shown on the terminal.
+Everything run starts is stopped when it exits.
+
+The node is one machine across runs and reboots: its disk writes (a qcow2
+overlay on disk.raw), its UEFI variables and its TPM state live in
+DIR/machine (DISK.machine for a disk file), so that the built files stay as
+built. The guest may reboot within a run (an update's trial boot does).
+--fresh starts the machine over from the built files.
 
 DIR defaults to ./out; a disk.raw may be given instead, with its VARS file next
 to it or named by --vars.
@@ -93,7 +98,7 @@ to it or named by --vars.
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.Vars, "vars", "", "OVMF VARS file (default: ovmf-vars.fd next to the disk)")
+	f.StringVar(&o.Vars, "vars", "", "OVMF VARS file a new machine starts from (default: ovmf-vars.fd next to the disk)")
 	f.BoolVar(&o.NoTPM, "no-tpm", false, "boot without a TPM")
 	f.StringVar(&o.TPMState, "tpm-state", "", "keep the swtpm state in this directory across runs")
 	f.BoolVar(&console, "console", false, "connect the terminal's keyboard to the serial console")
@@ -101,6 +106,7 @@ to it or named by --vars.
 	f.StringVar(&o.Exec, "exec", "", "run this command in the node's root shell, then power off")
 	f.StringArrayVar(&disks, "disk", nil, "attach `FILE` as an extra read-only virtio disk (repeatable; /dev/vdb, /dev/vdc, ...)")
 	f.BoolVar(&o.Snapshot, "snapshot", false, "discard the guest's writes to the disk")
+	f.BoolVar(&o.Fresh, "fresh", false, "start the machine over from the built files (disk, UEFI variables, TPM)")
 	f.BoolVarP(&quietConsole, "quiet", "q", false, "with --exec: hide the boot console, print only the command's output")
 	return cmd
 }

@@ -21,6 +21,18 @@ const (
 	ModulesDir              = "/lib/modules" // then <kernel version>/<name>.ko
 )
 
+// The trial-boot marker: a UEFI variable (non-volatile, boot service and
+// runtime access) that `osguard update apply` sets to the little-endian u16
+// number of the Boot#### entry of the slot it wrote, next to BootNext. When
+// BootCurrent equals it, the boot is that slot's one trial, and osguard-init
+// reboots on a failure instead of powering off, so that the firmware goes
+// back to BootOrder, the old slot. The node deletes it when it commits the
+// slot or records the rollback.
+const (
+	TrialVarName = "OsguardTrial"
+	TrialVarGUID = "5f1e1c3a-7b2d-4e8f-9a6c-0d3b2e4f6a81"
+)
+
 // Modes. The command line (osguard.ipe=, osguard.selinux=,
 // osguard.verity.on_corruption=) overrides the build's choice.
 const (

@@ -160,6 +160,25 @@ func measurePhase(log *Logger, phase string) {
 
 var debugMode bool
 
+// TrialBoot reports whether this boot is the one trial boot of an update's
+// new slot: the marker `osguard update apply` left (bootconfig.TrialVarName)
+// names the Boot#### entry the firmware says it booted (BootCurrent). A
+// failed trial boot must reboot, not power off: BootNext is used up, so the
+// firmware then boots the old slot from BootOrder.
+func TrialBoot() bool {
+	os.MkdirAll(efivarsDir, 0o755)
+	unix.Mount("efivarfs", efivarsDir, "efivarfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "") // EBUSY when mounted
+	marker, err := os.ReadFile(filepath.Join(efivarsDir, bootconfig.TrialVarName+"-"+bootconfig.TrialVarGUID))
+	if err != nil || len(marker) != 6 {
+		return false
+	}
+	current, err := os.ReadFile(filepath.Join(efivarsDir, "BootCurrent-"+efiGlobalVar))
+	if err != nil || len(current) != 6 {
+		return false
+	}
+	return marker[4] == current[4] && marker[5] == current[5]
+}
+
 // DebugMode reports whether osguard.debug=1 was on the command line (valid
 // once Run has parsed it).
 func DebugMode() bool { return debugMode }

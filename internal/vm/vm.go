@@ -43,6 +43,8 @@ type Drive struct {
 	Serial    string
 	// Snapshot discards the guest's writes (qemu -snapshot per drive).
 	Snapshot bool
+	// Format is the image format: raw (default) or qcow2.
+	Format string
 }
 
 // Config describes one boot.
@@ -51,9 +53,21 @@ type Config struct {
 	Kernel, Initrd, Append string
 	// UEFI boots through OVMF with Secure Boot capable firmware.
 	UEFI bool
-	// Vars is the VARS file to start from; it is copied and never changed.
-	// Empty means OVMF's empty store (setup mode).
+	// Vars is the VARS file to start from; it is copied and never changed
+	// unless VarsInPlace. Empty means OVMF's empty store (setup mode).
 	Vars string
+	// VarsInPlace lets the firmware write Vars itself: the machine's UEFI
+	// variables then persist across boots of separate QEMU processes.
+	VarsInPlace bool
+	// Reboot lets a guest reboot restart the machine; otherwise QEMU exits
+	// (-no-reboot), as the tests of a single boot want.
+	Reboot bool
+	// FirmwareBootOrder leaves the boot order to the firmware's BootOrder
+	// and BootNext. Otherwise the first drive gets bootindex=0, and OVMF
+	// then rewrites BootOrder from QEMU's order at every boot and deletes
+	// the Boot#### entries it does not match (OvmfPkg QemuBootOrderLib), so
+	// that an entry for a file on the ESP would not survive.
+	FirmwareBootOrder bool
 	// Code overrides the OVMF code file.
 	Code   string
 	Drives []Drive
@@ -122,9 +136,12 @@ func (m *Machine) args() ([]string, error) {
 	a := []string{
 		"-machine", "q35,accel=tcg" + map[bool]string{true: ",smm=on", false: ""}[cfg.UEFI],
 		"-cpu", "max", "-m", strconv.Itoa(mem), "-smp", "1",
-		"-display", "none", "-vga", "none", "-no-reboot", "-nic", "none", "-nodefaults",
+		"-display", "none", "-vga", "none", "-nic", "none", "-nodefaults",
 		"-monitor", "none",
 		"-chardev", "stdio,id=con,signal=off", "-serial", "chardev:con",
+	}
+	if !cfg.Reboot {
+		a = append(a, "-no-reboot")
 	}
 	if cfg.UEFI {
 		code := cfg.Code
@@ -148,7 +165,11 @@ func (m *Machine) args() ([]string, error) {
 	}
 	for i, d := range cfg.Drives {
 		id := fmt.Sprintf("drive%d", i)
-		opt := "if=none,format=raw,id=" + id + ",file=" + d.Path
+		format := d.Format
+		if format == "" {
+			format = "raw"
+		}
+		opt := "if=none,format=" + format + ",id=" + id + ",file=" + d.Path
 		if d.ReadOnly {
 			opt += ",readonly=on"
 		}
@@ -163,7 +184,7 @@ func (m *Machine) args() ([]string, error) {
 		if d.Serial != "" {
 			dev += ",serial=" + d.Serial
 		}
-		if i == 0 && cfg.Kernel == "" {
+		if i == 0 && cfg.Kernel == "" && !cfg.FirmwareBootOrder {
 			dev += ",bootindex=0"
 		}
 		a = append(a, "-device", dev)
@@ -201,7 +222,12 @@ func Start(ctx context.Context, cfg Config) (*Machine, error) {
 			src = OVMFVars
 		}
 		m.vars = filepath.Join(m.dir, "vars.fd")
-		if err := copyFile(m.vars, src); err != nil {
+		if cfg.VarsInPlace {
+			if cfg.Vars == "" {
+				return fail(errors.New("vm: VarsInPlace needs a Vars file"))
+			}
+			m.vars = cfg.Vars
+		} else if err := copyFile(m.vars, src); err != nil {
 			return fail(fmt.Errorf("vm: copy VARS: %w", err))
 		}
 	}

@@ -1,0 +1,160 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/osguard/osguard/update"
+)
+
+func init() { register(newUpdateCmd) }
+
+func newUpdateCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "update",
+		Short: "Signed A/B updates: pack a build, apply it on a node, commit or roll back",
+		Long: `update moves a node from one image to the next without reimaging it.
+
+  pack        on the build host: a build output directory → one signed bundle
+  apply       on the node: verify the bundle against the node's UEFI db, write
+              the inactive usr slot and the UKI, arrange one trial boot
+  check-boot  on the node at every boot: commit a healthy trial boot, record
+              a failed one (the firmware already went back to the old slot)
+
+The bundle format is documented in the update package (go doc
+github.com/osguard/osguard/update).`,
+	}
+	cmd.AddCommand(newUpdatePackCmd(), newUpdateApplyCmd(), newUpdateCheckBootCmd())
+	return cmd
+}
+
+func newUpdatePackCmd() *cobra.Command {
+	var o update.PackOptions
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "pack DIR -o FILE",
+		Short: "Turn an 'osguard build' output into a signed update bundle",
+		Long: `pack reads DIR (an 'osguard build' output): slot A's usr image, verity tree
+and signature from disk.raw, uki.efi and measurements.json, and writes one
+bundle signed with the db key (DIR/keys, or --keys). It reads the image once
+and FILE appears only when complete.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.Dir = args[0]
+			t0 := time.Now()
+			m, err := update.PackDir(o)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				m.Payloads = nil
+				return enc.Encode(m)
+			}
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "packed %s %s into %s in %.1fs\n", m.Image.Name, m.Image.Version, o.Out, time.Since(t0).Seconds())
+			fmt.Fprintf(w, "  usr root hash: %s\n  IPE policy:    %s %s\n", m.Usr.RootHash, m.IPE.PolicyName, m.IPE.PolicyVersion)
+			for _, p := range m.Payloads {
+				fmt.Fprintf(w, "  %-18s %10d bytes  sha256 %s\n", p.Name, p.Size, p.SHA256)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&o.Out, "output", "o", "", "the bundle file to write")
+	f.StringVar(&o.KeysDir, "keys", "", "directory with db.key and db.crt (default DIR/keys)")
+	f.BoolVar(&asJSON, "json", false, "print the manifest (without payload hashes) as JSON")
+	cmd.MarkFlagRequired("output")
+	return cmd
+}
+
+func newUpdateApplyCmd() *cobra.Command {
+	var o update.ApplyOptions
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "apply FILE|URL [--allow-downgrade]",
+		Short: "On a node: verify a bundle and write it to the inactive slot for one trial boot",
+		Long: `apply runs on an osguard node as root. It reads the bundle (a file, a block
+device holding one, or an http(s) URL) and, before it writes anything, checks
+the manifest's signature against the certificates in the node's UEFI db
+(efivarfs), the architecture and disk layout, and that the image version and
+the IPE policy version are higher than the running ones (--allow-downgrade
+accepts lower ones).
+
+It then writes the inactive slot (usr, usr-verity, usr-verity-sig, with the
+partition UUIDs the new root hash gives), each chunk checked against the
+signed manifest before it is written, the signature partition cleared first
+and written last; puts the UKI on the ESP; and sets a Boot#### entry and
+BootNext for one trial boot. It never writes the running slot. Reboot to try
+the new slot: 'osguard update check-boot' commits it when the node is
+healthy; any failure before that returns the node to the old slot.
+
+Exit status 1 when the bundle is refused or cannot be applied.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.Source = args[0]
+			if !asJSON {
+				o.Log = cmd.ErrOrStderr()
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			res, err := update.Apply(ctx, o)
+			if err != nil {
+				return failWith(1, err)
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(map[string]any{
+					"image": res.Manifest.Image, "slot": res.Slot, "fromSlot": res.FromSlot, "fromVersion": res.FromVersion,
+					"bootEntry": fmt.Sprintf("Boot%04X", res.BootEntry), "bytes": res.Bytes,
+					"usrBytes": res.UsrBytes, "usrSeconds": res.UsrDuration.Seconds(), "seconds": res.Duration.Seconds(),
+				})
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "applied %s %s to slot %s (Boot%04X, BootNext); reboot for its trial boot\n",
+				res.Manifest.Image.Name, res.Manifest.Image.Version, res.Slot, res.BootEntry)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&o.AllowDowngrade, "allow-downgrade", false, "accept an image or IPE policy version that is not higher than the running one")
+	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
+	return cmd
+}
+
+func newUpdateCheckBootCmd() *cobra.Command {
+	var o update.CheckOptions
+	cmd := &cobra.Command{
+		Use:   "check-boot [--timeout D]",
+		Short: "On a node at boot: commit a healthy trial boot, or record and undo a failed one",
+		Long: `check-boot runs at every boot of a node (the default userland starts it from
+its rcS; a systemd node runs it as a service). After 'osguard update apply'
+and a reboot into the new slot it waits until 'osguard status' is all ok
+(and containerd is active where it is installed), then puts the new slot's
+boot entry first in BootOrder: committed. When the node is not healthy
+within --timeout it records the reason and reboots; the firmware then boots
+the old slot. On the old slot after a trial boot that failed earlier (kernel
+panic, missing init, verity failure, refused UKI) it records rolled-back.
+'osguard status' shows the result as update.lastResult.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.Log = cmd.ErrOrStderr()
+			st, err := update.CheckBoot(context.Background(), o)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "update: %s\n", st.LastResult)
+			return nil
+		},
+	}
+	cmd.Flags().DurationVar(&o.Timeout, "timeout", 2*time.Minute, "how long a trial boot has to become healthy")
+	return cmd
+}

@@ -1,0 +1,190 @@
+package update
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/osguard/osguard/internal/efiboot"
+	"github.com/osguard/osguard/internal/esp"
+	"github.com/osguard/osguard/node"
+	"github.com/osguard/osguard/secureboot"
+)
+
+// CheckOptions configure the boot-time check.
+type CheckOptions struct {
+	// Timeout is how long a trial boot has to become healthy.
+	Timeout time.Duration
+	// Interval between health checks.
+	Interval time.Duration
+	Log      io.Writer
+	// Health judges the node; default: `osguard status` all ok and, on a
+	// node with containerd, containerd active.
+	Health func() (ok bool, why string)
+	// Reboot restarts the machine; default: sync and reboot(2).
+	Reboot func() error
+	// Efivars is efivarfs (default /sys/firmware/efi/efivars).
+	Efivars string
+}
+
+// DefaultHealth is `osguard status` with every check ok, and containerd
+// active where it is installed. The debug-console check is left out: a
+// root shell on the console says how the image was built, not whether the
+// new slot works, and the image it replaces had the same.
+func DefaultHealth() (bool, string) {
+	st := node.Collect(node.Options{})
+	var bad []string
+	for _, c := range st.Checks {
+		if !c.OK && c.Name != "debug-console" {
+			bad = append(bad, c.Name+": "+c.Detail)
+		}
+	}
+	if len(bad) > 0 || len(st.Checks) == 0 {
+		return false, strings.Join(bad, "; ")
+	}
+	if _, err := os.Stat("/usr/bin/containerd"); err == nil {
+		if out, err := exec.Command("systemctl", "is-active", "containerd").Output(); err != nil {
+			return false, fmt.Sprintf("containerd is not active (%s)", strings.TrimSpace(string(out)))
+		}
+	}
+	return true, ""
+}
+
+func rebootNow() error {
+	unix.Sync()
+	return unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
+}
+
+// CheckBoot runs at every boot of a node. On the trial boot of an update it
+// waits until the node is healthy and then makes the new slot permanent
+// (its Boot#### first in BootOrder), or, after Timeout, records the
+// rollback and reboots: BootNext is used up, so the firmware boots the old
+// slot. On the first boot after a trial that never reached this point
+// (firmware refusal, kernel panic, init or verity failure) it records the
+// rollback. It returns the state it leaves.
+func CheckBoot(ctx context.Context, o CheckOptions) (*node.UpdateState, error) {
+	if o.Timeout == 0 {
+		o.Timeout = 2 * time.Minute
+	}
+	if o.Interval == 0 {
+		o.Interval = 2 * time.Second
+	}
+	if o.Health == nil {
+		o.Health = DefaultHealth
+	}
+	if o.Reboot == nil {
+		o.Reboot = rebootNow
+	}
+	if o.Efivars == "" {
+		o.Efivars = secureboot.DefaultEfivarfs
+	}
+	logf := func(format string, args ...any) {
+		if o.Log != nil {
+			fmt.Fprintf(o.Log, "osguard update: "+format+"\n", args...)
+		}
+	}
+	vars := secureboot.Efivarfs{Dir: o.Efivars}
+	running, letter, err := node.RunningSlot()
+	if err != nil {
+		return nil, fmt.Errorf("update: which slot is running: %w", err)
+	}
+	st, err := readState(running.Usr.Disk)
+	if err != nil {
+		return nil, err
+	}
+	if st.LastResult != node.UpdateApplied && st.LastResult != node.UpdateTrial {
+		return st, nil
+	}
+	save := func() error { return writeState(running.Usr.Disk, st) }
+	forget := func() error {
+		if err := vars.Delete(trialVar); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		return nil
+	}
+	if letter != st.Slot {
+		if next, ok, _ := efiboot.BootNext(vars); ok && next == st.BootEntry && st.LastResult == node.UpdateApplied {
+			return st, nil // applied; the trial boot has not happened yet
+		}
+		why := fmt.Sprintf("the trial boot of slot %s (version %s) did not reach a healthy userland (refused by the firmware, kernel panic, init or verity failure); the firmware went back to slot %s", st.Slot, st.Version, letter)
+		if st.LastResult == node.UpdateTrial {
+			why = fmt.Sprintf("the trial boot of slot %s (version %s) ended before it was found healthy; the firmware went back to slot %s", st.Slot, st.Version, letter)
+		}
+		st.LastResult, st.Reason = node.UpdateRolledBack, why
+		logf("rolled back: %s", why)
+		if err := forget(); err != nil {
+			return st, err
+		}
+		return st, save()
+	}
+	// The trial boot.
+	if st.LastResult == node.UpdateApplied {
+		st.LastResult = node.UpdateTrial
+		if err := save(); err != nil {
+			return st, err
+		}
+	}
+	logf("trial boot of slot %s (version %s): waiting up to %s for the node to be healthy", st.Slot, st.Version, o.Timeout)
+	deadline := time.Now().Add(o.Timeout)
+	var why string
+	for {
+		var ok bool
+		if ok, why = o.Health(); ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			st.LastResult = node.UpdateRolledBack
+			st.Reason = fmt.Sprintf("slot %s (version %s) was not healthy within %s: %s", st.Slot, st.Version, o.Timeout, why)
+			logf("rolling back: %s; rebooting into slot %s", st.Reason, st.FromSlot)
+			if err := forget(); err != nil {
+				return st, err
+			}
+			if err := save(); err != nil {
+				return st, err
+			}
+			return st, o.Reboot()
+		}
+		select {
+		case <-ctx.Done():
+			return st, ctx.Err()
+		case <-time.After(o.Interval):
+		}
+	}
+	if err := efiboot.SetFirst(vars, st.BootEntry); err != nil {
+		return st, fmt.Errorf("update: commit: %w", err)
+	}
+	if err := forget(); err != nil {
+		return st, err
+	}
+	st.LastResult, st.Reason = node.UpdateCommitted, ""
+	logf("committed: slot %s (version %s) is healthy; Boot%04X is first in BootOrder", st.Slot, st.Version, st.BootEntry)
+	return st, save()
+}
+
+func readState(diskDev string) (*node.UpdateState, error) {
+	m, err := esp.Mount(diskDev, true)
+	if err != nil {
+		return nil, err
+	}
+	defer m.Close()
+	return node.ReadUpdateState(m.Dir)
+}
+
+func writeState(diskDev string, st *node.UpdateState) error {
+	m, err := esp.Mount(diskDev, false)
+	if err != nil {
+		return err
+	}
+	if err := node.WriteUpdateState(m.Dir, st); err != nil {
+		m.Close()
+		return err
+	}
+	return m.Close()
+}

@@ -1,0 +1,323 @@
+package update
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+
+	"github.com/osguard/osguard/internal/p7"
+)
+
+// ErrUntrusted is returned when the manifest's signature does not verify
+// with any of the given db certificates.
+var ErrUntrusted = errors.New("update: the bundle is not signed by a certificate in db")
+
+// Reader reads a bundle: Open has checked the header and the signature and
+// holds the manifest; Next streams the payloads in order.
+type Reader struct {
+	Manifest *Manifest
+	// Signer is the db certificate that verified the manifest.
+	Signer *x509.Certificate
+	r      io.Reader
+	next   int
+	cur    *PayloadReader
+}
+
+// Open reads the header, the manifest and its signature from r, and checks
+// the signature against certs (the node's UEFI db) before it parses the
+// manifest. No payload byte is read yet.
+func Open(r io.Reader, certs []*x509.Certificate) (*Reader, error) {
+	var hdr [headerSize]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return nil, fmt.Errorf("update: bundle header: %w", truncated(err))
+	}
+	if string(hdr[:len(Magic)]) != Magic {
+		return nil, fmt.Errorf("update: not an osguard update bundle (magic %q, want %q)", printable(hdr[:len(Magic)]), Magic)
+	}
+	if v := binary.BigEndian.Uint16(hdr[14:]); v != FormatVersion {
+		return nil, fmt.Errorf("update: bundle format %d, this osguard reads %d", v, FormatVersion)
+	}
+	mlen, slen := binary.BigEndian.Uint32(hdr[16:]), binary.BigEndian.Uint32(hdr[20:])
+	if mlen == 0 || mlen > MaxManifest {
+		return nil, fmt.Errorf("update: manifest of %d bytes (at most %d)", mlen, MaxManifest)
+	}
+	if slen < 4 || slen > MaxSignatureArea {
+		return nil, fmt.Errorf("update: signature area of %d bytes (4..%d)", slen, MaxSignatureArea)
+	}
+	manifest := make([]byte, mlen)
+	if _, err := io.ReadFull(r, manifest); err != nil {
+		return nil, fmt.Errorf("update: manifest: %w", truncated(err))
+	}
+	sigArea := make([]byte, slen)
+	if _, err := io.ReadFull(r, sigArea); err != nil {
+		return nil, fmt.Errorf("update: signature: %w", truncated(err))
+	}
+	derLen := binary.BigEndian.Uint32(sigArea)
+	if derLen == 0 || derLen > slen-4 {
+		return nil, fmt.Errorf("update: signature of %d bytes in an area of %d", derLen, slen)
+	}
+	der := sigArea[4 : 4+derLen]
+	var signer *x509.Certificate
+	var lastErr error
+	for _, c := range certs {
+		if _, err := p7.Verify(der, manifest, c); err == nil {
+			signer = c
+			break
+		} else {
+			lastErr = err
+		}
+	}
+	if signer == nil {
+		if lastErr == nil {
+			return nil, fmt.Errorf("%w (no db certificates given)", ErrUntrusted)
+		}
+		return nil, fmt.Errorf("%w (%d certificate(s) tried; last: %v)", ErrUntrusted, len(certs), lastErr)
+	}
+	m, err := ParseManifest(manifest)
+	if err != nil {
+		return nil, err
+	}
+	return &Reader{Manifest: m, Signer: signer, r: r}, nil
+}
+
+func truncated(err error) error {
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		return errors.New("the bundle is truncated")
+	}
+	return err
+}
+
+func printable(b []byte) string {
+	out := make([]byte, len(b))
+	for i, c := range b {
+		if c < 0x20 || c > 0x7e {
+			c = '.'
+		}
+		out[i] = c
+	}
+	return string(out)
+}
+
+// Next returns the next payload; the previous one must have been read to
+// its end. After the last payload it returns io.EOF.
+func (b *Reader) Next() (*PayloadReader, error) {
+	if b.cur != nil && b.cur.left > 0 {
+		return nil, fmt.Errorf("update: payload %s not read to its end", b.cur.P.Name)
+	}
+	if b.next >= len(b.Manifest.Payloads) {
+		return nil, io.EOF
+	}
+	p := b.Manifest.Payloads[b.next]
+	b.next++
+	b.cur = &PayloadReader{P: p, r: b.r, left: p.Size, whole: sha256.New(), buf: make([]byte, 0, min(p.Size, ChunkSize))}
+	return b.cur, nil
+}
+
+// PayloadReader streams one payload. It reads a whole chunk ahead and
+// hands out its bytes only once the chunk's sha256 matched the manifest;
+// the payload's sha256 is checked before its last chunk is handed out.
+type PayloadReader struct {
+	P     Payload
+	r     io.Reader
+	left  int64 // bytes not yet read from r
+	chunk int
+	whole hash.Hash
+	buf   []byte // verified, not yet handed out: buf[off:]
+	off   int
+}
+
+// fill reads and checks the next chunk.
+func (p *PayloadReader) fill() error {
+	n := min(p.left, ChunkSize)
+	p.buf = p.buf[:n]
+	p.off = 0
+	if _, err := io.ReadFull(p.r, p.buf); err != nil {
+		p.buf = p.buf[:0]
+		return fmt.Errorf("update: payload %s at byte %d: %w", p.P.Name, p.P.Size-p.left, truncated(err))
+	}
+	sum := sha256.Sum256(p.buf)
+	if hex.EncodeToString(sum[:]) != p.P.Chunks[p.chunk] {
+		p.buf = p.buf[:0]
+		return fmt.Errorf("update: payload %s: chunk %d (bytes %d..%d) does not match its sha256 in the signed manifest: the bundle was modified",
+			p.P.Name, p.chunk, p.P.Size-p.left, p.P.Size-p.left+n)
+	}
+	p.whole.Write(p.buf)
+	p.left -= n
+	p.chunk++
+	if p.left == 0 && hex.EncodeToString(p.whole.Sum(nil)) != p.P.SHA256 {
+		p.buf = p.buf[:0]
+		return fmt.Errorf("update: payload %s does not match its sha256 in the manifest", p.P.Name)
+	}
+	return nil
+}
+
+// Read implements io.Reader.
+func (p *PayloadReader) Read(b []byte) (int, error) {
+	if p.off == len(p.buf) {
+		if p.left == 0 {
+			return 0, io.EOF
+		}
+		if err := p.fill(); err != nil {
+			return 0, err
+		}
+	}
+	n := copy(b, p.buf[p.off:])
+	p.off += n
+	return n, nil
+}
+
+// NextChunk returns the next verified chunk (valid until the next call),
+// or io.EOF after the last.
+func (p *PayloadReader) NextChunk() ([]byte, error) {
+	if p.off < len(p.buf) {
+		b := p.buf[p.off:]
+		p.off = len(p.buf)
+		return b, nil
+	}
+	if p.left == 0 {
+		return nil, io.EOF
+	}
+	if err := p.fill(); err != nil {
+		return nil, err
+	}
+	p.off = len(p.buf)
+	return p.buf, nil
+}
+
+// WriteTo implements io.WriterTo: verified chunks, one write each.
+func (p *PayloadReader) WriteTo(w io.Writer) (int64, error) {
+	var n int64
+	for {
+		c, err := p.NextChunk()
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+		m, err := w.Write(c)
+		n += int64(m)
+		if err != nil {
+			return n, err
+		}
+	}
+}
+
+// ReadAll reads a small payload whole.
+func (p *PayloadReader) ReadAll() ([]byte, error) {
+	var b bytes.Buffer
+	if _, err := p.WriteTo(&b); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+// PackPayload is one payload to pack: Size bytes from R.
+type PackPayload struct {
+	Name string
+	Size int64
+	R    io.Reader
+}
+
+// Pack writes a bundle to w: m (without payload entries) describes it,
+// payloads come in PayloadOrder. It reads each payload once: the manifest
+// area is reserved with the right length first, the payloads stream
+// through the hashes into w, then the manifest and its signature are
+// written into the reserved area. key and cert are the db pair.
+func Pack(w io.WriteSeeker, m Manifest, payloads []PackPayload, key crypto.Signer, cert *x509.Certificate) error {
+	if len(payloads) != len(PayloadOrder) {
+		return fmt.Errorf("update: pack: %d payloads, want %d", len(payloads), len(PayloadOrder))
+	}
+	m.Format, m.ChunkSize = FormatVersion, ChunkSize
+	m.Payloads = make([]Payload, len(payloads))
+	zero := hex.EncodeToString(make([]byte, sha256.Size))
+	for i, p := range payloads {
+		if p.Name != PayloadOrder[i] {
+			return fmt.Errorf("update: pack: payload %d is %s, want %s", i, p.Name, PayloadOrder[i])
+		}
+		chunks := make([]string, (p.Size+ChunkSize-1)/ChunkSize)
+		for j := range chunks {
+			chunks[j] = zero
+		}
+		m.Payloads[i] = Payload{Name: p.Name, Size: p.Size, SHA256: zero, Chunks: chunks}
+	}
+	// Hex digests have a fixed length, so the placeholder manifest is
+	// exactly as long as the final one.
+	placeholder, err := json.Marshal(&m)
+	if err != nil {
+		return err
+	}
+	mlen := len(placeholder)
+	if mlen > MaxManifest {
+		return fmt.Errorf("update: pack: manifest of %d bytes exceeds %d", mlen, MaxManifest)
+	}
+	start, err := w.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return err
+	}
+	hdr := make([]byte, headerSize, headerSize+mlen+signatureArea)
+	copy(hdr, Magic)
+	binary.BigEndian.PutUint16(hdr[14:], FormatVersion)
+	binary.BigEndian.PutUint32(hdr[16:], uint32(mlen))
+	binary.BigEndian.PutUint32(hdr[20:], signatureArea)
+	hdr = append(hdr, make([]byte, mlen+signatureArea)...)
+	if _, err := w.Write(hdr); err != nil {
+		return err
+	}
+	buf := make([]byte, ChunkSize)
+	for i, p := range payloads {
+		whole := sha256.New()
+		var left = p.Size
+		for j := range m.Payloads[i].Chunks {
+			n := min(left, ChunkSize)
+			if _, err := io.ReadFull(p.R, buf[:n]); err != nil {
+				return fmt.Errorf("update: pack: %s: %w", p.Name, err)
+			}
+			sum := sha256.Sum256(buf[:n])
+			m.Payloads[i].Chunks[j] = hex.EncodeToString(sum[:])
+			whole.Write(buf[:n])
+			if _, err := w.Write(buf[:n]); err != nil {
+				return err
+			}
+			left -= n
+		}
+		m.Payloads[i].SHA256 = hex.EncodeToString(whole.Sum(nil))
+	}
+	if err := m.Validate(); err != nil {
+		return fmt.Errorf("update: pack: %w", err)
+	}
+	final, err := json.Marshal(&m)
+	if err != nil {
+		return err
+	}
+	if len(final) != mlen {
+		return fmt.Errorf("update: pack: manifest length changed from %d to %d", mlen, len(final))
+	}
+	der, err := p7.SignDetached(final, key, cert)
+	if err != nil {
+		return fmt.Errorf("update: pack: sign: %w", err)
+	}
+	if len(der)+4 > signatureArea {
+		return fmt.Errorf("update: pack: signature of %d bytes exceeds %d", len(der), signatureArea-4)
+	}
+	area := make([]byte, mlen+signatureArea)
+	copy(area, final)
+	binary.BigEndian.PutUint32(area[mlen:], uint32(len(der)))
+	copy(area[mlen+4:], der)
+	if _, err := w.Seek(start+headerSize, io.SeekStart); err != nil {
+		return err
+	}
+	if _, err := w.Write(area); err != nil {
+		return err
+	}
+	_, err = w.Seek(0, io.SeekEnd)
+	return err
+}

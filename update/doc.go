@@ -1,0 +1,57 @@
+// Package update makes and applies osguard's signed A/B update bundles.
+//
+// An osguard disk has two usr slots (A and B: usr, usr-verity and
+// usr-verity-sig partitions of the Discoverable Partitions Specification).
+// The running slot is the one whose partition UUIDs are the halves of
+// usrhash= in the booted UKI. An update writes the other slot, puts the new
+// UKI on the ESP, and asks the firmware for one trial boot of it (UEFI
+// BootNext). The new slot becomes permanent (BootOrder) only when its
+// userland finds itself healthy; any failure before that sends the machine
+// back to the old slot at the next boot, because BootNext is consumed by the
+// firmware before the trial boot starts.
+//
+// # Why BootNext and not systemd-boot's boot counting
+//
+// BootNext is the firmware's own once-only choice: nothing on the disk has
+// to change for a failed trial to fall back, so a kernel panic, an init that
+// is missing, a UKI the firmware refuses, or a power cut in the middle of the
+// trial all end in the old slot. Boot counting needs a boot loader (one more
+// signed binary in PCR 4, one more thing to keep patched) that renames files
+// on a FAT file system at every boot. OVMF and every UEFI server implement
+// BootNext; the cost is that `osguard run` must let the firmware keep its
+// BootOrder (no QEMU bootindex, see internal/vm).
+//
+// # Bundle format (version 1)
+//
+// All integers are big-endian.
+//
+//	offset   size  field
+//	0        14    magic "OSGUARD-UPDATE"
+//	14       2     format version (1)
+//	16       4     M: manifest area length (at most MaxManifest)
+//	20       4     S: signature area length (at most MaxSignatureArea)
+//	24       M     manifest: JSON (Manifest), padded with spaces
+//	24+M     S     signature area: u32 DER length, then a detached PKCS#7
+//	               (sha256, RSA, no signed attributes) over the M manifest
+//	               bytes by a db key, then zeros
+//	24+M+S   ...   payloads, in manifest order, back to back, each exactly
+//	               its manifest size; bytes after the last payload are
+//	               ignored (a bundle may sit on a block device)
+//
+// The manifest names the image (name, version), the architecture, the IPE
+// policy name and version, the usr root hash and the DPS partition UUIDs it
+// implies, the disk layout the image was built for, and for each payload
+// its name, size, sha256 and the sha256 of each ChunkSize chunk. The
+// payloads are, in this order: measurements.json, usr-verity-sig (the DPS
+// signature JSON), usr (the EROFS image), usr-verity (superblock and hash
+// tree), uki.efi.
+//
+// A reader checks the magic, the bounds and the signature against the db
+// certificates before it returns the manifest, so nothing is written for a
+// foreign or tampered manifest. Payload bytes are checked chunk by chunk as
+// they stream: no chunk reaches a partition before its hash matched, and a
+// payload whose whole sha256 differs is an error at its end. Apply writes in
+// an order that keeps every partial state unbootable: the inactive slot's
+// signature partition is cleared first and written last, and the boot entry
+// and BootNext are set only after everything else is on disk.
+package update

@@ -1,0 +1,380 @@
+package update_test
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/osguard/osguard/image"
+	"github.com/osguard/osguard/internal/testutil"
+	"github.com/osguard/osguard/internal/vm"
+	"github.com/osguard/osguard/internal/vm/vmtest"
+	"github.com/osguard/osguard/secureboot"
+	"github.com/osguard/osguard/update"
+)
+
+const testEpoch = 1700000000
+
+// builds holds the images and bundles of the lifecycle test.
+type builds struct {
+	dir, keys, bins string
+	out             map[string]string // version → build directory
+	bundle          map[string]string // name → bundle padded for a virtio disk
+	meas            map[string]image.Measurements
+}
+
+func buildBins(t testing.TB, dir string) {
+	t.Helper()
+	for _, c := range []string{"osguard", "osguard-init"} {
+		cmd := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(dir, c), "github.com/osguard/osguard/cmd/"+c)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("build %s: %v\n%s", c, err, out)
+		}
+	}
+}
+
+// buildVersion builds the default image at a version, optionally with
+// another init, and packs it.
+func (b *builds) buildVersion(t *testing.T, version, init string) {
+	t.Helper()
+	cfg, err := image.LoadConfig("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Metadata.Version = version
+	if init != "" {
+		cfg.Spec.Rootfs.Init = init
+	}
+	out := filepath.Join(b.dir, "v"+version)
+	res, err := image.Build(image.BuildOptions{
+		Config: cfg, OutDir: out, KeysDir: b.keys, Epoch: testEpoch, ToolVersion: "test",
+		InitBinary: filepath.Join(b.bins, "osguard-init"), OsguardBinary: filepath.Join(b.bins, "osguard"),
+	})
+	if err != nil {
+		t.Fatalf("build v%s: %v", version, err)
+	}
+	b.out[version], b.meas[version] = out, res.Measurements
+	bundle := filepath.Join(b.dir, "v"+version+".bundle")
+	if _, err := update.PackDir(update.PackOptions{Dir: out, Out: bundle, KeysDir: b.keys}); err != nil {
+		t.Fatalf("pack v%s: %v", version, err)
+	}
+	b.bundle["v"+version] = padded(t, bundle, nil)
+}
+
+var tampered int
+
+// padded copies a bundle to a file whose size is a multiple of 512 (a
+// virtio disk), optionally changing it first.
+func padded(t testing.TB, path string, edit func([]byte)) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if edit != nil {
+		edit(data)
+	}
+	data = append(data, make([]byte, (512-len(data)%512)%512)...)
+	p := path + fmt.Sprintf(".disk%d", len(data))
+	if edit != nil {
+		p = filepath.Join(filepath.Dir(path), fmt.Sprintf("tampered-%d", tampered))
+		tampered++
+	}
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// node is the machine under test, across QEMU processes.
+type node struct {
+	t     testing.TB
+	cfg   vm.Config // the machine's, from image.Machine.VMConfig
+	m     *vm.Machine
+	boots int
+}
+
+func (n *node) start() {
+	n.t.Helper()
+	cfg := n.cfg
+	cfg.Dir = n.t.TempDir()
+	n.m = vmtest.Start(n.t, cfg)
+	n.waitShell(0)
+}
+
+// waitShell waits for the next boot's root shell after console offset from.
+func (n *node) waitShell(from int) {
+	n.t.Helper()
+	if _, err := n.m.WaitForAfter(`osguard: userland ready`, from, 4*time.Minute); err != nil {
+		n.t.Fatalf("boot %d: %v", n.boots+1, err)
+	}
+	if _, err := n.m.WaitForText(vm.ShellPrompt, from, time.Minute); err != nil {
+		n.t.Fatalf("boot %d: no shell: %v", n.boots+1, err)
+	}
+	// check-boot, started by rcS, ends with "update: RESULT".
+	if _, err := n.m.WaitForAfter(`(?m)update: (none|applied|trial|committed|rolled-back)\r?$`, from, 4*time.Minute); err != nil {
+		n.t.Fatalf("boot %d: check-boot did not finish: %v", n.boots+1, err)
+	}
+	n.boots++
+}
+
+// run runs a guest command; status is its exit status.
+func (n *node) run(cmd string) (string, int) {
+	n.t.Helper()
+	out, err := n.m.Run(cmd, 5*time.Minute)
+	if ee, ok := err.(*vm.ExitError); ok {
+		var st int
+		fmt.Sscan(ee.Status, &st)
+		return out, st
+	}
+	if err != nil {
+		n.t.Fatalf("%s: %v", cmd, err)
+	}
+	return out, 0
+}
+
+func (n *node) mustRun(cmd string) string {
+	n.t.Helper()
+	out, st := n.run(cmd)
+	if st != 0 {
+		n.t.Fatalf("%s: exit status %d:\n%s", cmd, st, out)
+	}
+	return out
+}
+
+// statusJSON is the part of `osguard status --json` the test reads.
+type statusJSON struct {
+	// OK is true when every check but debug-console holds: the test
+	// image has a root shell on its console, which status reports.
+	OK     bool `json:"-"`
+	Checks []struct {
+		Name string `json:"name"`
+		OK   bool   `json:"ok"`
+	} `json:"checks"`
+	Image struct {
+		Version, Slot string
+	} `json:"image"`
+	Update struct {
+		LastResult string `json:"lastResult"`
+		Reason     string `json:"reason"`
+	} `json:"update"`
+	PCR11 struct {
+		Value, Expected string
+	} `json:"pcr11"`
+}
+
+func (n *node) status() statusJSON {
+	n.t.Helper()
+	out, _ := n.run("osguard status --json 2>/dev/null")
+	var s statusJSON
+	i, j := strings.Index(out, "{"), strings.LastIndex(out, "}")
+	if i < 0 || j < i {
+		n.t.Fatalf("status --json printed no object:\n%s", out)
+	}
+	if err := json.Unmarshal([]byte(out[i:j+1]), &s); err != nil {
+		n.t.Fatalf("status --json: %v\n%s", err, out)
+	}
+	s.OK = len(s.Checks) > 0
+	for _, c := range s.Checks {
+		if !c.OK && c.Name != "debug-console" {
+			s.OK = false
+		}
+	}
+	return s
+}
+
+// efiU16s reads a UEFI variable of u16 values in the guest (BootCurrent,
+// BootOrder, BootNext) as the firmware left it; nil when it is not set.
+func (n *node) efiU16s(name string) []uint16 {
+	n.t.Helper()
+	out, st := n.run("od -An -v -tx1 /sys/firmware/efi/efivars/" + name + "-8be4df61-93ca-11d2-aa0d-00e098032b8c")
+	if st != 0 {
+		return nil
+	}
+	var b []byte
+	for _, f := range strings.Fields(out) {
+		var x byte
+		fmt.Sscanf(f, "%x", &x)
+		b = append(b, x)
+	}
+	if len(b) < 4 {
+		return nil
+	}
+	b = b[4:]
+	v := make([]uint16, len(b)/2)
+	for i := range v {
+		v[i] = binary.LittleEndian.Uint16(b[2*i:])
+	}
+	return v
+}
+
+// reboot reboots the guest and waits for the next shell.
+func (n *node) reboot() string {
+	n.t.Helper()
+	from := len(n.m.Console())
+	n.m.Send("sync; reboot -f\n")
+	n.waitShell(from)
+	return n.m.Console()[from:]
+}
+
+// TestUpdateLifecycle is issue 14's node: v1 → v2 committed in slot B → v3
+// with a missing init rolled back → v1 refused as a downgrade → a tampered
+// bundle refused → QEMU killed while v3 is written → v2 boots, a second
+// apply succeeds. The firmware's variables and the node's kernel are the
+// evidence.
+func TestUpdateLifecycle(t *testing.T) {
+	testutil.Artifacts(t)
+	testutil.NeedTool(t, "qemu-system-x86_64", "swtpm", "qemu-img", "mkfs.ext4")
+	testutil.NeedFile(t, vm.OVMFCode)
+	testutil.NeedFile(t, vm.OVMFVars)
+	t0 := time.Now()
+	dir := t.TempDir()
+	b := &builds{dir: dir, keys: filepath.Join(dir, "keys"), bins: filepath.Join(dir, "bin"),
+		out: map[string]string{}, bundle: map[string]string{}, meas: map[string]image.Measurements{}}
+	os.MkdirAll(b.bins, 0o755)
+	buildBins(t, b.bins)
+	if err := secureboot.GenerateKeys(b.keys, secureboot.KeygenOptions{SubjectPrefix: "update-test", Time: time.Unix(testEpoch, 0)}); err != nil {
+		t.Fatal(err)
+	}
+	b.buildVersion(t, "1", "")
+	b.buildVersion(t, "2", "")
+	b.buildVersion(t, "3", "/usr/bin/no-such-init")
+	raw := strings.TrimSuffix(b.bundle["v3"], filepath.Ext(b.bundle["v3"]))
+	// One flipped byte in the usr payload (past the header, the manifest
+	// and the signature) and one in the manifest.
+	var mlen int
+	tamperedUsr := padded(t, raw, func(d []byte) {
+		mlen = int(binary.BigEndian.Uint32(d[16:]))
+		d[24+mlen+16<<10+5000+3<<20] ^= 0x40
+	})
+	tamperedManifest := padded(t, raw, func(d []byte) { d[200] ^= 0x01 })
+	t.Logf("built and packed v1, v2, v3 in %.1fs", time.Since(t0).Seconds())
+
+	mach, err := image.PrepareMachine(filepath.Join(b.out["1"], image.DiskFile), filepath.Join(b.out["1"], image.VarsFile), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ro := func(p string) vm.Drive { return vm.Drive{Path: p, ReadOnly: true} }
+	cfg := mach.VMConfig(true)
+	cfg.Drives = append(cfg.Drives, ro(b.bundle["v2"]), ro(b.bundle["v3"]), ro(b.bundle["v1"]), ro(tamperedUsr), ro(tamperedManifest))
+	n := &node{t: t, cfg: cfg}
+	n.start()
+	if s := n.status(); s.Image.Version != "1" || s.Image.Slot != "A" || s.Update.LastResult != "none" || !s.OK {
+		t.Fatalf("first boot: %+v", s)
+	}
+
+	// v1 → v2.
+	out := n.mustRun("osguard update apply /dev/vdb 2>&1")
+	t.Logf("apply v2:\n%s", out)
+	if next := n.efiU16s("BootNext"); len(next) != 1 {
+		t.Fatalf("BootNext after apply: %v", next)
+	}
+	entry := n.efiU16s("BootNext")[0]
+	order := n.efiU16s("BootOrder")
+	if len(order) > 0 && order[0] == entry {
+		t.Fatalf("apply put the new slot first in BootOrder %v already", order)
+	}
+	t1 := time.Now()
+	if con := n.reboot(); !strings.Contains(con, "osguard update: committed") {
+		t.Fatalf("v2 was not committed")
+	}
+	t.Logf("v2 trial boot and commit in %.1fs", time.Since(t1).Seconds())
+	s := n.status()
+	if s.Image.Version != "2" || s.Image.Slot != "B" || s.Update.LastResult != "committed" || !s.OK {
+		t.Fatalf("after v2: %+v", s)
+	}
+	if cur := n.efiU16s("BootCurrent"); len(cur) != 1 || cur[0] != entry {
+		t.Errorf("BootCurrent %v, want the new entry %04X", cur, entry)
+	}
+	if order := n.efiU16s("BootOrder"); len(order) == 0 || order[0] != entry {
+		t.Errorf("BootOrder %v does not start with %04X after the commit", order, entry)
+	}
+	// PCR 11 as the kernel reads it from the TPM equals v2's prediction
+	// for the userland (after enter-initrd and leave-initrd).
+	pcr := strings.ToLower(strings.TrimSpace(n.mustRun("cat /sys/class/tpm/tpm0/pcr-sha256/11")))
+	var want string
+	for _, ph := range b.meas["2"].PCR11.Phases {
+		if ph.Phase == "enter-initrd:leave-initrd" {
+			want = ph.Hex
+		}
+	}
+	if pcr != want || want == "" {
+		t.Errorf("PCR 11 %s, v2 predicts %s", pcr, want)
+	}
+
+	// v2 → v3, whose init does not exist: the trial boot fails in
+	// osguard-init, which reboots, and the firmware boots v2 again.
+	out = n.mustRun("osguard update apply /dev/vdc 2>&1")
+	t.Logf("apply v3:\n%s", out)
+	t1 = time.Now()
+	con := n.reboot()
+	for _, w := range []string{"no-such-init", "trial boot of an update: rebooting"} {
+		if !strings.Contains(con, w) {
+			t.Errorf("console of the failed trial lacks %q", w)
+		}
+	}
+	t.Logf("v3 trial boot, failure and return to v2 in %.1fs", time.Since(t1).Seconds())
+	s = n.status()
+	if s.Image.Version != "2" || s.Image.Slot != "B" || s.Update.LastResult != "rolled-back" || !strings.Contains(s.Update.Reason, "slot A") {
+		t.Fatalf("after v3: %+v", s)
+	}
+	t.Logf("rolled back: %s", s.Update.Reason)
+
+	// Slot A's partitions before the refusals.
+	hashA := n.mustRun("sha256sum /dev/vda2 /dev/vda3 /dev/vda4")
+	// v1: a downgrade.
+	out, st := n.run("osguard update apply /dev/vdd 2>&1")
+	if st != 1 || !strings.Contains(out, "not newer") {
+		t.Errorf("v1 bundle: exit %d:\n%s", st, out)
+	}
+	// A flipped manifest byte: refused before anything is written.
+	out, st = n.run("osguard update apply /dev/vdf 2>&1")
+	if st != 1 || !strings.Contains(out, "not signed by a certificate in db") {
+		t.Errorf("tampered manifest: exit %d:\n%s", st, out)
+	}
+	if again := n.mustRun("sha256sum /dev/vda2 /dev/vda3 /dev/vda4"); again != hashA {
+		t.Errorf("refused bundles changed slot A:\n%s\n%s", hashA, again)
+	}
+	// A flipped usr byte: refused at its chunk, which is never written;
+	// no boot entry, BootNext or state changes.
+	out, st = n.run("osguard update apply /dev/vde 2>&1")
+	if st != 1 || !regexp.MustCompile(`payload usr: chunk \d+ .* does not match`).MatchString(out) {
+		t.Errorf("tampered usr: exit %d:\n%s", st, out)
+	}
+	if next := n.efiU16s("BootNext"); next != nil {
+		t.Errorf("BootNext %v after a refused bundle", next)
+	}
+	if s := n.status(); s.Image.Version != "2" || s.Update.LastResult != "rolled-back" {
+		t.Errorf("after refusals: %+v", s)
+	}
+
+	// QEMU dies while v3 is written: the next boot is v2, and the apply
+	// can be repeated.
+	from := len(n.m.Console())
+	n.m.Send("osguard update apply /dev/vdc >/dev/console 2>&1\n")
+	if _, err := n.m.WaitForAfter(`cleared /dev/vda4`, from, 2*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	n.m.Close()
+	n.start()
+	s = n.status()
+	if s.Image.Version != "2" || s.Image.Slot != "B" {
+		t.Fatalf("after the kill: %+v", s)
+	}
+	out = n.mustRun("osguard update apply /dev/vdc 2>&1")
+	if !strings.Contains(out, "BootNext") {
+		t.Errorf("second apply:\n%s", out)
+	}
+	if next := n.efiU16s("BootNext"); len(next) != 1 {
+		t.Errorf("BootNext after the second apply: %v", next)
+	}
+	t.Logf("whole lifecycle in %.1fs (%d boots)", time.Since(t0).Seconds(), n.boots)
+}
