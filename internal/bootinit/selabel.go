@@ -28,7 +28,7 @@ type labelTree struct {
 
 // labelTrees are what the initramfs made before the policy was loaded and
 // the userland keeps: the tmpfs root (with the /etc copied from the
-// factory defaults and /var), /run and /dev. Without labels their files
+// factory defaults), /run and /dev. Without labels their files
 // would carry the file system's default type (tmpfs_t, device_t), and the
 // userland's domains are not allowed to use them. systemd relabels /dev
 // and /run only when it loads the policy itself, which on osguard it does
@@ -49,6 +49,10 @@ func labelFiles(fcPath string, trees []labelTree) (int, error) {
 	}
 	n := 0
 	for _, t := range trees {
+		var top unix.Stat_t
+		if err := unix.Lstat(t.Dir, &top); err != nil {
+			return n, fmt.Errorf("label %s: %w", t.Dir, err)
+		}
 		err := filepath.WalkDir(t.Dir, func(p string, d fs.DirEntry, err error) error {
 			if err != nil {
 				return err
@@ -64,6 +68,19 @@ func labelFiles(fcPath string, trees []labelTree) (int, error) {
 				return err
 			}
 			ctx, ok := fc.Lookup(node, info.Mode())
+			// Another file system mounted in the tree (the var partition)
+			// keeps its labels from boot to boot; only its top directory
+			// is labelled, and only while it has none (a new file system).
+			var st unix.Stat_t
+			if d.IsDir() && unix.Lstat(p, &st) == nil && st.Dev != top.Dev {
+				if ok && !hasLabel(p) {
+					if err := unix.Lsetxattr(p, xattrSELinux, append([]byte(ctx), 0), 0); err != nil {
+						return fmt.Errorf("label %s (%s) %s: %w", p, node, ctx, err)
+					}
+					n++
+				}
+				return filepath.SkipDir
+			}
 			if !ok {
 				return nil
 			}
@@ -81,6 +98,18 @@ func labelFiles(fcPath string, trees []labelTree) (int, error) {
 		}
 	}
 	return n, fc.Err()
+}
+
+// hasLabel reports whether a file carries a label of its own: the kernel
+// shows a file without one as file_t (or unlabeled_t).
+func hasLabel(p string) bool {
+	buf := make([]byte, 256)
+	n, err := unix.Lgetxattr(p, xattrSELinux, buf)
+	if err != nil || n <= 0 {
+		return false
+	}
+	ctx := string(buf[:n])
+	return !strings.Contains(ctx, ":file_t:") && !strings.Contains(ctx, ":unlabeled_t:")
 }
 
 // haveFileContexts reports whether the initramfs carries file contexts.
