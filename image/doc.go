@@ -4,7 +4,9 @@
 //
 // Build runs, in order: keys (PK, KEK, db; created when missing); the
 // kernel (a Debian .deb, an unpacked package, or a vmlinuz with its modules);
-// the rootfs (directory, tar, or OCI image layout with whiteouts) reduced to
+// the SELinux policy and file contexts (files the config names, or Debian's
+// reference policy compiled with osguard's module, image/selinux/osguard.cil,
+// by package sepolicy and cached in .cache/selinux); the rootfs (directory, tar, or OCI image layout with whiteouts) reduced to
 // /usr plus /etc as /usr/share/factory/etc; /usr as EROFS with SELinux
 // labels; its dm-verity tree, root hash and DPS signature JSON; the IPE
 // policy (generated or given) signed by db; the initramfs with osguard-init;
