@@ -24,6 +24,12 @@ import (
 //go:embed selinux/osguard.cil
 var osguardModule []byte
 
+// osguardDebugModule lets the --debug-console shell run unconfined; only
+// debug images get it.
+//
+//go:embed selinux/osguard-debug.cil
+var osguardDebugModule []byte
+
 // sePolicyFormat changes whenever the policy built from the same packages
 // and module would change, so that cached policies of an older osguard are
 // not reused.
@@ -103,6 +109,9 @@ func (b *builder) debianSELinuxPolicy() (*sePolicy, error) {
 	}
 	o := sepolicy.Options{Flavour: s.DebianPolicy, Disabled: sepolicy.DefaultDisabled,
 		Modules: []sepolicy.Module{{Name: "osguard", CIL: osguardModule}}}
+	if b.cfg.Spec.DebugConsole {
+		o.Modules = append(o.Modules, sepolicy.Module{Name: "osguard-debug", CIL: osguardDebugModule})
+	}
 	for i, p := range pkgs {
 		if p.Name == polPkg {
 			o.PolicyDeb = debs[i]
