@@ -88,7 +88,12 @@ type Measurements struct {
 	} `json:"pcr11"`
 	PCR4 struct {
 		UKIAuthenticodeSHA256 string `json:"ukiAuthenticodeSha256"`
+		pcr.FirmwarePrediction
 	} `json:"pcr4"`
+
+	// PCR7 is the firmware's Secure Boot state and the db authority of the UKI.
+	PCR7 pcr.FirmwarePrediction `json:"pcr7"`
+
 	UKI struct {
 		SHA256  string `json:"sha256"`
 		Cmdline string `json:"cmdline"`
@@ -452,6 +457,10 @@ func (b *builder) run() error {
 	if err != nil {
 		return err
 	}
+	pcr4, pcr7, err := pcr.PredictFirmware(signedUKI, keys)
+	if err != nil {
+		return err
+	}
 
 	// Measurements.
 	m := &b.res.Measurements
@@ -463,6 +472,7 @@ func (b *builder) run() error {
 	m.Usr.PartUUID, m.Usr.VerityUUID = usrUUID.String(), verityUUID.String()
 	m.PCR11.SHA256, m.PCR11.Phases, m.PCR11.Sections = hex.EncodeToString(pred.PCR11), pred.Phases, pred.Measurements
 	m.PCR4.UKIAuthenticodeSHA256 = hex.EncodeToString(authDigest)
+	m.PCR4.FirmwarePrediction, m.PCR7 = *pcr4, *pcr7
 	ukiSum := sha256.Sum256(signedUKI)
 	m.UKI.SHA256, m.UKI.Cmdline, m.UKI.Signer = hex.EncodeToString(ukiSum[:]), cmdlineStr, db.Cert.Subject.String()
 	polSum, sigSum := sha256.Sum256(policy), sha256.Sum256(signedPolicy)
