@@ -20,6 +20,9 @@ import (
 	"github.com/osguard/osguard/attest/api"
 )
 
+// Timeout bounds one call to the verifier.
+const Timeout = 10 * time.Second
+
 // New returns an HTTP client for the verifier, trusting the PEM
 // certificates in caPEM for https URLs (nil: the system's roots). It keeps
 // one connection per host: QEMU's guestfwd carries one stream at a time.
@@ -32,7 +35,7 @@ func New(caPEM []byte) (*http.Client, error) {
 		}
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
-	return &http.Client{Transport: tr, Timeout: 60 * time.Second}, nil
+	return &http.Client{Transport: tr, Timeout: Timeout}, nil
 }
 
 // HTTPError is a verifier answer other than 2xx.

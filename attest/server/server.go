@@ -36,6 +36,10 @@ type Server struct {
 	Store *store.Store
 	// EKRoots are the CAs an EK certificate must chain to.
 	EKRoots *x509.CertPool
+	// EKCAFiles, when set, are PEM files read at each enrollment instead
+	// of EKRoots, so that a CA made after the verifier started (the first
+	// 'osguard run' makes DIR/tpm-ca) counts without a restart.
+	EKCAFiles []string
 	// Token is the admin bearer token.
 	Token string
 	// Log receives one line per rejected request or verdict (nil: none).
@@ -173,7 +177,15 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &req) {
 		return
 	}
-	ek, err := VerifyEK(req.EKCertificate, s.EKRoots)
+	roots := s.EKRoots
+	if len(s.EKCAFiles) > 0 {
+		var err error
+		if roots, err = LoadEKRoots(s.EKCAFiles); err != nil {
+			s.logf("enroll: %v", err)
+			roots = nil
+		}
+	}
+	ek, err := VerifyEK(req.EKCertificate, roots)
 	if err != nil {
 		s.logf("enroll rejected: %v", err)
 		writeError(w, http.StatusForbidden, err)

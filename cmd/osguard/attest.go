@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"net/http"
@@ -71,20 +72,22 @@ to the token file, verifier.crt and verifier.key); clients trust it with --ca.`,
 			if created {
 				fmt.Fprintf(cmd.ErrOrStderr(), "created the admin token in %s (mode 0600)\n", tokenFile)
 			}
-			roots, err := server.LoadEKRoots(ekCAs)
-			if err != nil {
-				return failWith(2, err)
-			}
-			if roots == nil {
+			if len(ekCAs) == 0 {
 				fmt.Fprintln(cmd.ErrOrStderr(), "warning: no --ek-ca: no node can enroll")
+			} else if _, err := server.LoadEKRoots(ekCAs); err != nil {
+				fmt.Fprintf(cmd.ErrOrStderr(), "warning: %v (read again at each enrollment)\n", err)
 			}
 			st, err := store.Open(ctx, dsn)
 			if err != nil {
 				return err
 			}
 			defer st.Close()
-			srv := &server.Server{Store: st, EKRoots: roots, Token: tok, Log: log.New(cmd.ErrOrStderr(), "verifier: ", log.LstdFlags)}
-			hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, WriteTimeout: time.Minute}
+			srv := &server.Server{Store: st, EKCAFiles: ekCAs, Token: tok, Log: log.New(cmd.ErrOrStderr(), "verifier: ", log.LstdFlags)}
+			// A long IdleTimeout: a node behind QEMU's guestfwd shares one
+			// connection for all its requests, and a closed one loses the
+			// next request while QEMU reconnects.
+			hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute,
+				WriteTimeout: time.Minute, IdleTimeout: 15 * time.Minute}
 			ln, err := net.Listen("tcp", listen)
 			if err != nil {
 				return err
@@ -382,7 +385,7 @@ otherwise. Without it, it attests at start and then every --interval.
 			defer a.Close()
 			out := cmd.OutOrStdout()
 			for {
-				v, err := a.Attest(ctx)
+				v, err := attestRetrying(ctx, a, hc, cmd.ErrOrStderr())
 				switch {
 				case err != nil:
 					fmt.Fprintf(cmd.ErrOrStderr(), "osguard attest agent: %v\n", err)
@@ -418,4 +421,28 @@ otherwise. Without it, it attests at start and then every --interval.
 	f.StringVar(&configPath, "config", agent.ConfigPath, "the agent's settings file")
 	f.MarkHidden("config")
 	return cmd
+}
+
+// attestRetrying runs one attestation, trying again after 1, 2 and 4
+// seconds when the verifier cannot be reached (the network may not be up
+// at boot, and QEMU's guestfwd drops what arrives while it reconnects). An
+// answer from the verifier, even an error, is final.
+func attestRetrying(ctx context.Context, a *agent.Agent, hc *http.Client, log io.Writer) (*api.Verdict, error) {
+	delay := time.Second
+	for try := 1; ; try++ {
+		v, err := a.Attest(ctx)
+		// QEMU's guestfwd carries one connection at a time: leave none open.
+		hc.CloseIdleConnections()
+		var he *client.HTTPError
+		if err == nil || errors.As(err, &he) || try == 4 || ctx.Err() != nil {
+			return v, err
+		}
+		fmt.Fprintf(log, "osguard attest agent: %v; again in %v\n", err, delay)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(delay):
+		}
+		delay *= 2
+	}
 }
