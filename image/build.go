@@ -304,6 +304,9 @@ func (b *builder) run() error {
 		}
 	}
 	defer root.Close()
+	if err := addAttestation(root, cfg.Spec.Attestation, mtime); err != nil {
+		return err
+	}
 	usr, err := usrTree(root)
 	if err != nil {
 		return fmt.Errorf("rootfs: %w", err)

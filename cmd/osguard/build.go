@@ -37,10 +37,10 @@ func isTerminal(f *os.File) bool {
 
 func newBuildCmd() *cobra.Command {
 	var (
-		configPath, keys, out string
-		o                     image.BuildOptions
-		timestamp             int64
-		asJSON, quiet         bool
+		configPath, keys, out   string
+		o                       image.BuildOptions
+		timestamp               int64
+		asJSON, quiet, attestOn bool
 	)
 	cmd := &cobra.Command{
 		Use:   "build [-c osguard.yaml] [--keys DIR] [-o DIR]",
@@ -79,6 +79,11 @@ the same inputs and time, two builds give the same bytes.`,
 			cfg, err := image.LoadConfig(configPath)
 			if err != nil {
 				return err
+			}
+			if attestOn {
+				if err := cfg.EnableAttestation(); err != nil {
+					return err
+				}
 			}
 			o.Config, o.KeysDir, o.OutDir, o.ToolVersion = cfg, keys, out, version
 			if o.Epoch, err = sourceDateEpoch(timestamp, cmd.Flags().Changed("timestamp")); err != nil {
@@ -123,5 +128,6 @@ the same inputs and time, two builds give the same bytes.`,
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	f.BoolVarP(&quiet, "quiet", "q", false, "no progress lines")
 	f.Bool("print-default", false, "print the embedded default profile and exit")
+	f.BoolVar(&attestOn, "attest", false, "start the attestation agent on the node (spec.attestation; default verifier "+image.DefaultVerifierURL+", which 'osguard run --verifier' forwards)")
 	return cmd
 }
