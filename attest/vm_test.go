@@ -2,6 +2,7 @@ package attest_test
 
 import (
 	"bytes"
+	"encoding/base64"
 	"context"
 	"encoding/json"
 	"errors"
@@ -175,6 +176,10 @@ func TestAttestationInVM(t *testing.T) {
 	v := startVerifier(t, "sqlite:"+filepath.Join(t.TempDir(), "verifier.db"), filepath.Join(caDir, "issuercert.pem"))
 	ctx := context.Background()
 	register(t, v, out)
+	meas, err := os.ReadFile(filepath.Join(out, image.MeasurementsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
 	m := bootNode(t, out, "", state, caDir, v.addr)
 
 	t.Run("trusted", func(t *testing.T) {
@@ -188,6 +193,9 @@ func TestAttestationInVM(t *testing.T) {
 		}
 		if len(ns) != 1 || ns[0].State != api.Trusted || ns[0].Version != "attest" || ns[0].Reason != "" {
 			t.Fatalf("nodes: %+v", ns)
+		}
+		if os.Getenv("OSGUARD_WRITE_TESTDATA") == "1" {
+			writeEvidence(t, v, ns[0].Node, meas)
 		}
 	})
 
@@ -372,4 +380,34 @@ func removeEvent(t *testing.T, log []byte, pcr uint32) []byte {
 	}
 	t.Fatalf("event log: no event for PCR %d", pcr)
 	return nil
+}
+
+// writeEvidence keeps a real swtpm attestation as test data of package
+// verdict (OSGUARD_WRITE_TESTDATA=1): the recorded request, the node's AK
+// and the image's measurements.json.
+func writeEvidence(t *testing.T, v *verifier, node string, meas []byte) {
+	t.Helper()
+	v.mu.Lock()
+	last := v.last
+	v.mu.Unlock()
+	var req api.AttestRequest
+	if err := json.Unmarshal(last, &req); err != nil {
+		t.Fatal(err)
+	}
+	akB64, err := v.st.NodeAK(context.Background(), node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ak, _ := base64.StdEncoding.DecodeString(akB64)
+	ev := map[string]any{"akPublic": ak, "nonce": req.Nonce, "quote": req.Quote, "signature": req.Signature, "pcrs": req.PCRs, "eventLog": req.EventLog}
+	b, _ := json.MarshalIndent(ev, "", "  ")
+	dir := filepath.Join("verdict", "testdata")
+	os.MkdirAll(dir, 0o755)
+	if err := os.WriteFile(filepath.Join(dir, "swtpm-evidence.json"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "swtpm-measurements.json"), meas, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("wrote %s", dir)
 }
