@@ -331,5 +331,3 @@ func FuzzAPI(f *testing.F) {
 		}
 	})
 }
-
-
