@@ -44,6 +44,31 @@ var (
 type Store struct {
 	db       *sql.DB
 	postgres bool
+	// Statements of every attestation, prepared once: parsing SQL costs
+	// SQLite as much as running it.
+	stNodeAK, stCheckNonce, stPutNonce, stUseNonce, stInsertResult, stUpdateNode *sql.Stmt
+}
+
+// prepare prepares the hot statements.
+func (s *Store) prepare(ctx context.Context) error {
+	for _, p := range []struct {
+		st **sql.Stmt
+		q  string
+	}{
+		{&s.stNodeAK, `SELECT ak FROM nodes WHERE node = ?`},
+		{&s.stCheckNonce, `SELECT COUNT(*) FROM nonces WHERE nonce = ? AND node = ? AND used = 0 AND expires > ?`},
+		{&s.stPutNonce, `INSERT INTO nonces (nonce, node, expires) VALUES (?, ?, ?)`},
+		{&s.stUseNonce, `UPDATE nonces SET used = 1 WHERE nonce = ? AND node = ? AND used = 0 AND expires > ?`},
+		{&s.stInsertResult, `INSERT INTO results (nonce, node, image, version, state, reason, at) VALUES (?, ?, ?, ?, ?, ?, ?)`},
+		{&s.stUpdateNode, `UPDATE nodes SET image = ?, version = ?, state = ?, reason = ?, last_seen = ? WHERE node = ?`},
+	} {
+		st, err := s.db.PrepareContext(ctx, s.q(p.q))
+		if err != nil {
+			return fmt.Errorf("store: prepare: %w", err)
+		}
+		*p.st = st
+	}
+	return nil
 }
 
 // Open opens the database named by dsn: "sqlite:PATH" or
@@ -77,6 +102,10 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		return nil, fmt.Errorf("store: %w", err)
 	}
 	if err := s.migrate(ctx); err != nil {
+		s.db.Close()
+		return nil, err
+	}
+	if err := s.prepare(ctx); err != nil {
 		s.db.Close()
 		return nil, err
 	}
@@ -263,7 +292,7 @@ func (s *Store) PutNode(ctx context.Context, node, ek, ak string) error {
 // NodeAK returns the bound AK of a node.
 func (s *Store) NodeAK(ctx context.Context, node string) (string, error) {
 	var ak string
-	err := s.db.QueryRowContext(ctx, s.q(`SELECT ak FROM nodes WHERE node = ?`), node).Scan(&ak)
+	err := s.stNodeAK.QueryRowContext(ctx, node).Scan(&ak)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", ErrNotFound
 	}
@@ -275,8 +304,7 @@ func (s *Store) NodeAK(ctx context.Context, node string) (string, error) {
 
 // PutNonce stores a fresh nonce for a node.
 func (s *Store) PutNonce(ctx context.Context, nonce, node string) error {
-	_, err := s.db.ExecContext(ctx, s.q(`INSERT INTO nonces (nonce, node, expires) VALUES (?, ?, ?)`),
-		nonce, node, time.Now().Add(NonceTTL).UnixNano())
+	_, err := s.stPutNonce.ExecContext(ctx, nonce, node, time.Now().Add(NonceTTL).UnixNano())
 	if err != nil {
 		return fmt.Errorf("store: put nonce: %w", err)
 	}
@@ -286,8 +314,7 @@ func (s *Store) PutNonce(ctx context.Context, nonce, node string) error {
 // CheckNonce reports whether nonce is live for node, without using it.
 func (s *Store) CheckNonce(ctx context.Context, nonce, node string) error {
 	var n int
-	err := s.db.QueryRowContext(ctx, s.q(`SELECT COUNT(*) FROM nonces WHERE nonce = ? AND node = ? AND used = 0 AND expires > ?`),
-		nonce, node, now()).Scan(&n)
+	err := s.stCheckNonce.QueryRowContext(ctx, nonce, node, now()).Scan(&n)
 	if err != nil {
 		return fmt.Errorf("store: nonce: %w", err)
 	}
@@ -312,19 +339,17 @@ func (s *Store) Record(ctx context.Context, r Result) error {
 	}
 	defer tx.Rollback()
 	t := now()
-	res, err := tx.ExecContext(ctx, s.q(`UPDATE nonces SET used = 1 WHERE nonce = ? AND node = ? AND used = 0 AND expires > ?`), r.Nonce, r.Node, t)
+	res, err := tx.StmtContext(ctx, s.stUseNonce).ExecContext(ctx, r.Nonce, r.Node, t)
 	if err != nil {
 		return fmt.Errorf("store: use nonce: %w", err)
 	}
 	if n, _ := res.RowsAffected(); n != 1 {
 		return ErrNonce
 	}
-	if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO results (nonce, node, image, version, state, reason, at) VALUES (?, ?, ?, ?, ?, ?, ?)`),
-		r.Nonce, r.Node, r.Image, r.Version, r.State, r.Reason, t); err != nil {
+	if _, err := tx.StmtContext(ctx, s.stInsertResult).ExecContext(ctx, r.Nonce, r.Node, r.Image, r.Version, r.State, r.Reason, t); err != nil {
 		return fmt.Errorf("store: insert result: %w", err)
 	}
-	if _, err := tx.ExecContext(ctx, s.q(`UPDATE nodes SET image = ?, version = ?, state = ?, reason = ?, last_seen = ? WHERE node = ?`),
-		r.Image, r.Version, r.State, r.Reason, t, r.Node); err != nil {
+	if _, err := tx.StmtContext(ctx, s.stUpdateNode).ExecContext(ctx, r.Image, r.Version, r.State, r.Reason, t, r.Node); err != nil {
 		return fmt.Errorf("store: update node: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
