@@ -28,11 +28,7 @@ import (
 	"github.com/osguard/osguard/secureboot"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	imagetest.Cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { imagetest.Main(m) }
 
 // verifier is a verifier on 127.0.0.1 for VM tests, behind a recorder that
 // keeps the last /v1/attest body and may tamper with the next one.

@@ -21,11 +21,7 @@ import (
 	"github.com/osguard/osguard/pcr"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	imagetest.Cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { imagetest.Main(m) }
 
 // TestFirmwarePCRsInVM boots a built image under OVMF Secure Boot with
 // swtpm and checks that PCR 4 and PCR 7 as the TPM reports them equal the

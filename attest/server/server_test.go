@@ -41,11 +41,7 @@ func newFixture(t testing.TB, dsn string) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	ev, err := simnode.LoadEvidence("../verdict/testdata/swtpm-evidence.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	meas, err := os.ReadFile("../verdict/testdata/swtpm-measurements.json")
+	ev, meas, err := simnode.LoadRecorded("../verdict/testdata")
 	if err != nil {
 		t.Fatal(err)
 	}

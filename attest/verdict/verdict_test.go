@@ -3,7 +3,6 @@ package verdict_test
 import (
 	"bytes"
 	"errors"
-	"os"
 	"strings"
 	"testing"
 
@@ -16,11 +15,7 @@ import (
 // OSGUARD_WRITE_TESTDATA=1, with that image's measurements.json.
 func load(t testing.TB) (*simnode.Evidence, *verdict.Policy) {
 	t.Helper()
-	ev, err := simnode.LoadEvidence("testdata/swtpm-evidence.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile("testdata/swtpm-measurements.json")
+	ev, b, err := simnode.LoadRecorded("testdata")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -119,3 +119,11 @@ func Cleanup() {
 		os.RemoveAll(shared.Dir)
 	}
 }
+
+// Main runs a test binary's tests and removes the shared builder's files:
+// func TestMain(m *testing.M) { imagetest.Main(m) }.
+func Main(m *testing.M) {
+	code := m.Run()
+	Cleanup()
+	os.Exit(code)
+}

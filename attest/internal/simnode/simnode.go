@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/google/go-tpm/tpm2"
 
@@ -43,6 +44,21 @@ func LoadEvidence(path string) (*Evidence, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return &e, nil
+}
+
+// LoadRecorded reads the recorded swtpm attestation in dir
+// (swtpm-evidence.json) and the measurements.json of the image it booted
+// (swtpm-measurements.json).
+func LoadRecorded(dir string) (*Evidence, []byte, error) {
+	e, err := LoadEvidence(filepath.Join(dir, "swtpm-evidence.json"))
+	if err != nil {
+		return nil, nil, err
+	}
+	m, err := os.ReadFile(filepath.Join(dir, "swtpm-measurements.json"))
+	if err != nil {
+		return nil, nil, err
+	}
+	return e, m, nil
 }
 
 // Node is one simulated node.
