@@ -45,6 +45,8 @@ type Server struct {
 	// Log receives one line per rejected request or verdict (nil: none).
 	Log *log.Logger
 
+	replays verdict.Cache
+
 	policiesMu sync.Mutex
 	policies   []*verdict.Policy
 	policiesAt time.Time
@@ -327,20 +329,20 @@ func (s *Server) attest(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	akB64, err := s.Store.NodeAK(ctx, req.Node)
-	if errors.Is(err, store.ErrNotFound) {
+	nonceHex := hex.EncodeToString(req.Nonce)
+	// The nonce is checked first so that a replay costs no signature
+	// check; Record below consumes it atomically.
+	akB64, err := s.Store.Attesting(ctx, req.Node, nonceHex)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
 		writeError(w, http.StatusNotFound, fmt.Errorf("node %q is not enrolled", req.Node))
 		return
-	} else if err != nil {
-		s.internal(w, err)
-		return
-	}
-	nonceHex := hex.EncodeToString(req.Nonce)
-	// Checked first so that a replay costs no signature check; Record
-	// below consumes the nonce atomically.
-	if err := s.Store.CheckNonce(ctx, nonceHex, req.Node); err != nil {
+	case errors.Is(err, store.ErrNonce):
 		s.logf("attest %s rejected: %v", req.Node, err)
 		writeError(w, http.StatusConflict, errors.New("nonce unknown, expired or already used: ask for a new one"))
+		return
+	case err != nil:
+		s.internal(w, err)
 		return
 	}
 	ak, err := b64.DecodeString(akB64)
@@ -353,7 +355,7 @@ func (s *Server) attest(w http.ResponseWriter, r *http.Request) {
 		s.internal(w, err)
 		return
 	}
-	res, err := verdict.Check(verdict.Evidence{
+	res, err := s.replays.Check(verdict.Evidence{
 		AKPublic: ak, Nonce: req.Nonce, Quote: req.Quote, Signature: req.Signature,
 		PCRs: req.PCRs, EventLog: req.EventLog,
 	}, policies)

@@ -56,7 +56,8 @@ func (s *Store) prepare(ctx context.Context) error {
 		q  string
 	}{
 		{&s.stNodeAK, `SELECT ak FROM nodes WHERE node = ?`},
-		{&s.stCheckNonce, `SELECT COUNT(*) FROM nonces WHERE nonce = ? AND node = ? AND used = 0 AND expires > ?`},
+		{&s.stCheckNonce, `SELECT n.ak, (SELECT COUNT(*) FROM nonces x WHERE x.nonce = ? AND x.node = n.node AND x.used = 0 AND x.expires > ?)
+			FROM nodes n WHERE n.node = ?`},
 		{&s.stPutNonce, `INSERT INTO nonces (nonce, node, expires) VALUES (?, ?, ?)`},
 		{&s.stUseNonce, `UPDATE nonces SET used = 1 WHERE nonce = ? AND node = ? AND used = 0 AND expires > ?`},
 		{&s.stInsertResult, `INSERT INTO results (nonce, node, image, version, state, reason, at) VALUES (?, ?, ?, ?, ?, ?, ?)`},
@@ -311,17 +312,23 @@ func (s *Store) PutNonce(ctx context.Context, nonce, node string) error {
 	return nil
 }
 
-// CheckNonce reports whether nonce is live for node, without using it.
-func (s *Store) CheckNonce(ctx context.Context, nonce, node string) error {
-	var n int
-	err := s.stCheckNonce.QueryRowContext(ctx, nonce, node, now()).Scan(&n)
+// Attesting returns the AK of a node about to attest with nonce, after
+// checking, without using it, that the nonce is live and the node's:
+// ErrNotFound for an unknown node, ErrNonce for a nonce that is not.
+func (s *Store) Attesting(ctx context.Context, node, nonce string) (string, error) {
+	var ak string
+	var live int
+	err := s.stCheckNonce.QueryRowContext(ctx, nonce, now(), node).Scan(&ak, &live)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", ErrNotFound
+	}
 	if err != nil {
-		return fmt.Errorf("store: nonce: %w", err)
+		return "", fmt.Errorf("store: nonce: %w", err)
 	}
-	if n != 1 {
-		return ErrNonce
+	if live != 1 {
+		return "", ErrNonce
 	}
-	return nil
+	return ak, nil
 }
 
 // Result is one verdict to store.
