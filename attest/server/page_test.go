@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"encoding/base64"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,7 +15,6 @@ import (
 	"github.com/osguard/osguard/attest/api"
 	"github.com/osguard/osguard/attest/internal/simnode"
 	"github.com/osguard/osguard/internal/testutil"
-	"net/http/httptest"
 )
 
 // TestPageInChromium loads the fleet page in Debian's headless Chromium:

@@ -15,6 +15,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/x509"
+	"encoding/asn1"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -155,8 +156,8 @@ func NodeID(ek *x509.Certificate) (string, error) {
 // VerifyEK checks that an EK certificate chains to one of roots. EK
 // certificates carry TPM-specific critical extensions (a subject
 // alternative name of directory names, the TPM specification) that Go's
-// verifier does not interpret; they are accepted, as are the EK's own key
-// usages.
+// verifier does not interpret; those two are accepted (any other critical
+// extension is not), as are the EK's own key usages.
 func VerifyEK(der []byte, roots *x509.CertPool) (*x509.Certificate, error) {
 	cert, err := attest.ParseEKCertificate(der)
 	if err != nil {
@@ -165,12 +166,31 @@ func VerifyEK(der []byte, roots *x509.CertPool) (*x509.Certificate, error) {
 	if roots == nil {
 		return nil, errors.New("EK certificate: the verifier trusts no EK CA (--ek-ca)")
 	}
+	var unknown []asn1.ObjectIdentifier
+	for _, oid := range cert.UnhandledCriticalExtensions {
+		if !oid.Equal(oidSubjectAltName) && !oid.Equal(oidSubjectDirectoryAttributes) {
+			unknown = append(unknown, oid)
+		}
+	}
+	if len(unknown) > 0 {
+		return nil, fmt.Errorf("EK certificate: unknown critical extensions %v", unknown)
+	}
 	cert.UnhandledCriticalExtensions = nil
 	if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 		return nil, fmt.Errorf("EK certificate does not chain to a trusted EK CA: %w", err)
 	}
 	return cert, nil
 }
+
+// The critical extensions of EK certificates that Go's verifier does not
+// interpret (TCG EK Credential Profile 2.5, section 3.2): the TPM's
+// manufacturer, model and version as directory names in the subject
+// alternative name, and the TPM specification in subject directory
+// attributes.
+var (
+	oidSubjectAltName             = asn1.ObjectIdentifier{2, 5, 29, 17}
+	oidSubjectDirectoryAttributes = asn1.ObjectIdentifier{2, 5, 29, 9}
+)
 
 var b64 = base64.StdEncoding
 
