@@ -1,9 +1,7 @@
 package server
 
 import (
-	"encoding/json"
 	"html/template"
-	"io"
 	"net/http"
 	"time"
 
@@ -12,16 +10,6 @@ import (
 
 // cookieName carries the admin token for the fleet page, set by POST /login.
 const cookieName = "osguard_verifier"
-
-func jsonEncoder(w io.Writer) *json.Encoder {
-	e := json.NewEncoder(w)
-	e.SetIndent("", "  ")
-	return e
-}
-
-func readAll(r *http.Request) ([]byte, error) {
-	return io.ReadAll(r.Body) // bounded by MaxBytesReader in recoverer
-}
 
 // The page reloads itself every few seconds, so a new attestation shows
 // without a click; untrusted nodes come first, in red, with their reason.

@@ -18,8 +18,10 @@ import (
 	"encoding/asn1"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log"
 	"net/http"
 	"sync"
@@ -97,7 +99,8 @@ func (s *Server) logf(format string, args ...any) {
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
-	enc := jsonEncoder(w)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
 	enc.Encode(v)
 }
 
@@ -429,7 +432,7 @@ func (s *Server) listPolicies(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) addPolicy(w http.ResponseWriter, r *http.Request) {
-	b, err := readAll(r)
+	b, err := io.ReadAll(r.Body) // bounded by the MaxBytesReader of recoverer
 	if err != nil {
 		writeError(w, http.StatusRequestEntityTooLarge, err)
 		return
