@@ -80,7 +80,12 @@ type Measurements struct {
 	} `json:"pcr11"`
 	PCR4 struct {
 		UKIAuthenticodeSHA256 string `json:"ukiAuthenticodeSha256"`
+		pcr.FirmwarePrediction
 	} `json:"pcr4"`
+
+	// PCR7 is the firmware's Secure Boot state and the db authority of the UKI.
+	PCR7 pcr.FirmwarePrediction `json:"pcr7"`
+
 	UKI struct {
 		SHA256  string `json:"sha256"`
 		Cmdline string `json:"cmdline"`
@@ -227,7 +232,7 @@ func (b *builder) run() error {
 	if err != nil {
 		return err
 	}
-	measurements, err := b.measurements(kern, usr, pol, u, keys.db())
+	measurements, err := b.measurements(kern, usr, pol, u, keys)
 	if err != nil {
 		return err
 	}
