@@ -444,11 +444,20 @@ func writePartition(part bootinit.Partition, p *PayloadReader) error {
 	if err != nil {
 		return err
 	}
-	if _, err := p.WriteTo(f); err != nil {
-		f.Close()
-		return fmt.Errorf("update: write %s (%s): %w", part.Dev, part.Name, err)
+	for {
+		c, err := p.NextChunk()
+		if err == io.EOF {
+			return syncClose(f, part)
+		}
+		if err != nil { // the bundle's fault: the chunk was not written
+			f.Close()
+			return err
+		}
+		if _, err := f.Write(c); err != nil {
+			f.Close()
+			return fmt.Errorf("update: write %s (%s): %w", part.Dev, part.Name, err)
+		}
 	}
-	return syncClose(f, part)
 }
 
 // writeSmall writes data at the start of a partition.

@@ -97,10 +97,15 @@ func CheckBoot(ctx context.Context, o CheckOptions) (*node.UpdateState, error) {
 	if err != nil {
 		return nil, err
 	}
-	if st.LastResult != node.UpdateApplied && st.LastResult != node.UpdateTrial {
-		return st, nil
-	}
 	save := func() error { return writeState(running.Usr.Disk, st) }
+	return st, checkBoot(ctx, o, st, letter, vars, save, logf)
+}
+
+// checkBoot is CheckBoot once the running slot and the state are known.
+func checkBoot(ctx context.Context, o CheckOptions, st *node.UpdateState, letter string, vars efiboot.Vars, save func() error, logf func(string, ...any)) error {
+	if st.LastResult != node.UpdateApplied && st.LastResult != node.UpdateTrial {
+		return nil
+	}
 	forget := func() error {
 		if err := vars.Delete(trialVar); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
@@ -109,7 +114,7 @@ func CheckBoot(ctx context.Context, o CheckOptions) (*node.UpdateState, error) {
 	}
 	if letter != st.Slot {
 		if next, ok, _ := efiboot.BootNext(vars); ok && next == st.BootEntry && st.LastResult == node.UpdateApplied {
-			return st, nil // applied; the trial boot has not happened yet
+			return nil // applied; the trial boot has not happened yet
 		}
 		why := fmt.Sprintf("the trial boot of slot %s (version %s) did not reach a healthy userland (refused by the firmware, kernel panic, init or verity failure); the firmware went back to slot %s", st.Slot, st.Version, letter)
 		if st.LastResult == node.UpdateTrial {
@@ -118,23 +123,22 @@ func CheckBoot(ctx context.Context, o CheckOptions) (*node.UpdateState, error) {
 		st.LastResult, st.Reason = node.UpdateRolledBack, why
 		logf("rolled back: %s", why)
 		if err := forget(); err != nil {
-			return st, err
+			return err
 		}
-		return st, save()
+		return save()
 	}
 	// The trial boot.
 	if st.LastResult == node.UpdateApplied {
 		st.LastResult = node.UpdateTrial
 		if err := save(); err != nil {
-			return st, err
+			return err
 		}
 	}
 	logf("trial boot of slot %s (version %s): waiting up to %s for the node to be healthy", st.Slot, st.Version, o.Timeout)
 	deadline := time.Now().Add(o.Timeout)
-	var why string
 	for {
-		var ok bool
-		if ok, why = o.Health(); ok {
+		ok, why := o.Health()
+		if ok {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -142,28 +146,28 @@ func CheckBoot(ctx context.Context, o CheckOptions) (*node.UpdateState, error) {
 			st.Reason = fmt.Sprintf("slot %s (version %s) was not healthy within %s: %s", st.Slot, st.Version, o.Timeout, why)
 			logf("rolling back: %s; rebooting into slot %s", st.Reason, st.FromSlot)
 			if err := forget(); err != nil {
-				return st, err
+				return err
 			}
 			if err := save(); err != nil {
-				return st, err
+				return err
 			}
-			return st, o.Reboot()
+			return o.Reboot()
 		}
 		select {
 		case <-ctx.Done():
-			return st, ctx.Err()
+			return ctx.Err()
 		case <-time.After(o.Interval):
 		}
 	}
 	if err := efiboot.SetFirst(vars, st.BootEntry); err != nil {
-		return st, fmt.Errorf("update: commit: %w", err)
+		return fmt.Errorf("update: commit: %w", err)
 	}
 	if err := forget(); err != nil {
-		return st, err
+		return err
 	}
 	st.LastResult, st.Reason = node.UpdateCommitted, ""
 	logf("committed: slot %s (version %s) is healthy; Boot%04X is first in BootOrder", st.Slot, st.Version, st.BootEntry)
-	return st, save()
+	return save()
 }
 
 func readState(diskDev string) (*node.UpdateState, error) {

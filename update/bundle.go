@@ -272,24 +272,12 @@ func Pack(w io.WriteSeeker, m Manifest, payloads []PackPayload, key crypto.Signe
 	if _, err := w.Write(hdr); err != nil {
 		return err
 	}
-	buf := make([]byte, ChunkSize)
 	for i, p := range payloads {
-		whole := sha256.New()
-		var left = p.Size
-		for j := range m.Payloads[i].Chunks {
-			n := min(left, ChunkSize)
-			if _, err := io.ReadFull(p.R, buf[:n]); err != nil {
-				return fmt.Errorf("update: pack: %s: %w", p.Name, err)
-			}
-			sum := sha256.Sum256(buf[:n])
-			m.Payloads[i].Chunks[j] = hex.EncodeToString(sum[:])
-			whole.Write(buf[:n])
-			if _, err := w.Write(buf[:n]); err != nil {
-				return err
-			}
-			left -= n
+		sum, err := streamPayload(w, p, m.Payloads[i].Chunks)
+		if err != nil {
+			return err
 		}
-		m.Payloads[i].SHA256 = hex.EncodeToString(whole.Sum(nil))
+		m.Payloads[i].SHA256 = sum
 	}
 	if err := m.Validate(); err != nil {
 		return fmt.Errorf("update: pack: %w", err)
@@ -320,4 +308,68 @@ func Pack(w io.WriteSeeker, m Manifest, payloads []PackPayload, key crypto.Signe
 	}
 	_, err = w.Seek(0, io.SeekEnd)
 	return err
+}
+
+// streamPayload copies one payload to w and fills in its chunk hashes;
+// it returns the payload's sha256. Reading, the chunk hashes with the
+// write, and the payload hash run in three goroutines over a small ring of
+// buffers, so that pack reads its input once at about the speed of the
+// slowest of them.
+func streamPayload(w io.Writer, p PackPayload, chunks []string) (string, error) {
+	const ring = 4
+	type chunk struct {
+		buf []byte
+		i   int
+	}
+	free := make(chan []byte, ring)
+	for range ring {
+		free <- make([]byte, ChunkSize)
+	}
+	toWrite, toHash := make(chan chunk, ring), make(chan chunk, ring)
+	hashed := make(chan []byte, ring) // buffers the payload hash is done with
+	readErr := make(chan error, 1)
+	go func() { // reader
+		defer close(toWrite)
+		defer close(toHash)
+		left := p.Size
+		for i := range chunks {
+			b := <-free
+			n := min(left, ChunkSize)
+			if _, err := io.ReadFull(p.R, b[:n]); err != nil {
+				readErr <- fmt.Errorf("update: pack: %s: %w", p.Name, err)
+				return
+			}
+			toHash <- chunk{b[:n], i}
+			toWrite <- chunk{b[:n], i}
+			left -= n
+		}
+		readErr <- nil
+	}()
+	whole := sha256.New()
+	go func() { // payload hash
+		for c := range toHash {
+			whole.Write(c.buf)
+			hashed <- c.buf
+		}
+		close(hashed)
+	}()
+	var werr error
+	for c := range toWrite {
+		sum := sha256.Sum256(c.buf)
+		chunks[c.i] = hex.EncodeToString(sum[:])
+		if werr == nil {
+			_, werr = w.Write(c.buf)
+		}
+		// The buffer is free again once the payload hash has it too.
+		free <- (<-hashed)[:ChunkSize]
+	}
+	for range hashed {
+	}
+	if err := <-readErr; err != nil {
+		return "", err
+	}
+	if werr != nil {
+		return "", werr
+	}
+	return hex.EncodeToString(whole.Sum(nil)), nil
 }
