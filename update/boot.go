@@ -66,8 +66,9 @@ func rebootNow() error {
 // rollback and reboots: BootNext is used up, so the firmware boots the old
 // slot. On the first boot after a trial that never reached this point
 // (firmware refusal, kernel panic, init or verity failure) it records the
-// rollback. It returns the state it leaves.
-func CheckBoot(ctx context.Context, o CheckOptions) (*node.UpdateState, error) {
+// rollback. It returns the state it leaves; before, when not nil, receives
+// the result it found.
+func CheckBoot(ctx context.Context, o CheckOptions, before *string) (*node.UpdateState, error) {
 	if o.Timeout == 0 {
 		o.Timeout = 2 * time.Minute
 	}
@@ -96,6 +97,9 @@ func CheckBoot(ctx context.Context, o CheckOptions) (*node.UpdateState, error) {
 	st, err := readState(running.Usr.Disk)
 	if err != nil {
 		return nil, err
+	}
+	if before != nil {
+		*before = st.LastResult
 	}
 	save := func() error { return writeState(running.Usr.Disk, st) }
 	return st, checkBoot(ctx, o, st, letter, vars, save, logf)

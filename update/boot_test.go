@@ -3,8 +3,6 @@ package update
 import (
 	"context"
 	"encoding/binary"
-	"fmt"
-	"io/fs"
 	"slices"
 	"strings"
 	"testing"
@@ -14,32 +12,6 @@ import (
 	"github.com/osguard/osguard/node"
 	"github.com/osguard/osguard/secureboot"
 )
-
-// memVars is a UEFI variable store in memory.
-type memVars map[string][]byte
-
-func (m memVars) key(v secureboot.Variable) string { return v.Name + "-" + v.GUID.String() }
-
-func (m memVars) Get(v secureboot.Variable) (uint32, []byte, error) {
-	b, ok := m[m.key(v)]
-	if !ok {
-		return 0, nil, fmt.Errorf("%s: %w", v.Name, fs.ErrNotExist)
-	}
-	return efiboot.VarAttrs, b, nil
-}
-
-func (m memVars) Set(v secureboot.Variable, _ uint32, b []byte) error {
-	m[m.key(v)] = append([]byte(nil), b...)
-	return nil
-}
-
-func (m memVars) Delete(v secureboot.Variable) error {
-	if _, ok := m[m.key(v)]; !ok {
-		return fs.ErrNotExist
-	}
-	delete(m, m.key(v))
-	return nil
-}
 
 func u16s(v ...uint16) []byte {
 	b := make([]byte, 2*len(v))
@@ -79,7 +51,7 @@ func TestCheckBoot(t *testing.T) {
 		{"unhealthy trial rolls back", applied(), "B", false, false, node.UpdateRolledBack, "not healthy within", true, []uint16{1, 8}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			vars := memVars{}
+			vars := efiboot.MemVars{}
 			vars.Set(order, 7, u16s(1, 8))
 			vars.Set(trialVar, 7, u16s(8))
 			if c.bootNext {
