@@ -440,6 +440,7 @@ func zeroPartition(p bootinit.Partition) error {
 
 // writePartition streams verified chunks to the start of a partition.
 func writePartition(part bootinit.Partition, p *PayloadReader) error {
+	defer p.Close()
 	f, err := openPart(part)
 	if err != nil {
 		return err
