@@ -25,9 +25,11 @@ type Reader struct {
 	Manifest *Manifest
 	// Signer is the db certificate that verified the manifest.
 	Signer *x509.Certificate
-	r      io.Reader
-	next   int
-	cur    *PayloadReader
+	// Size is the bundle's length: header, manifest, signature, payloads.
+	Size int64
+	r    io.Reader
+	next int
+	cur  *PayloadReader
 }
 
 // Open reads the header, the manifest and its signature from r, and checks
@@ -84,7 +86,11 @@ func Open(r io.Reader, certs []*x509.Certificate) (*Reader, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Reader{Manifest: m, Signer: signer, r: r}, nil
+	size := int64(headerSize) + int64(mlen) + int64(slen)
+	for _, p := range m.Payloads {
+		size += p.Size
+	}
+	return &Reader{Manifest: m, Signer: signer, r: r, Size: size}, nil
 }
 
 func truncated(err error) error {

@@ -247,6 +247,10 @@ func TestUpdateLifecycle(t *testing.T) {
 		d[24+mlen+16<<10+5000+3<<20] ^= 0x40
 	})
 	tamperedManifest := padded(t, raw, func(d []byte) { d[200] ^= 0x01 })
+	truncated := padded(t, raw, func([]byte) {}) // a copy of its own
+	if err := os.Truncate(truncated, 16<<20); err != nil {
+		t.Fatal(err)
+	}
 	t.Logf("built and packed v1, v2, v3 in %.1fs", time.Since(t0).Seconds())
 
 	mach, err := image.PrepareMachine(filepath.Join(b.out["1"], image.DiskFile), filepath.Join(b.out["1"], image.VarsFile), true)
@@ -255,7 +259,7 @@ func TestUpdateLifecycle(t *testing.T) {
 	}
 	ro := func(p string) vm.Drive { return vm.Drive{Path: p, ReadOnly: true} }
 	cfg := mach.VMConfig(true)
-	cfg.Drives = append(cfg.Drives, ro(b.bundle["v2"]), ro(b.bundle["v3"]), ro(b.bundle["v1"]), ro(tamperedUsr), ro(tamperedManifest))
+	cfg.Drives = append(cfg.Drives, ro(b.bundle["v2"]), ro(b.bundle["v3"]), ro(b.bundle["v1"]), ro(tamperedUsr), ro(tamperedManifest), ro(truncated))
 	n := &node{t: t, cfg: cfg}
 	n.start()
 	if s := n.status(); s.Image.Version != "1" || s.Image.Slot != "A" || s.Update.LastResult != "none" || !s.OK {
@@ -330,6 +334,12 @@ func TestUpdateLifecycle(t *testing.T) {
 	out, st = n.run("osguard update apply /dev/vdf 2>&1")
 	if st != 1 || !strings.Contains(out, "not signed by a certificate in db") {
 		t.Errorf("tampered manifest: exit %d:\n%s", st, out)
+	}
+	// A truncated bundle: refused before anything is written, because the
+	// device is shorter than the signed manifest says.
+	out, st = n.run("osguard update apply /dev/vdg 2>&1")
+	if st != 1 || !strings.Contains(out, "truncated") {
+		t.Errorf("truncated bundle: exit %d:\n%s", st, out)
 	}
 	if again := n.mustRun("sha256sum /dev/vda2 /dev/vda3 /dev/vda4"); again != hashA {
 		t.Errorf("refused bundles changed slot A:\n%s\n%s", hashA, again)
