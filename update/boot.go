@@ -12,15 +12,22 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/osguard/osguard/internal/bootinit"
 	"github.com/osguard/osguard/internal/efiboot"
 	"github.com/osguard/osguard/internal/esp"
 	"github.com/osguard/osguard/node"
 	"github.com/osguard/osguard/secureboot"
 )
 
+// DefaultTrialTimeout is how long a trial boot has to become healthy
+// unless osguard.update.timeout= on the kernel command line says otherwise.
+const DefaultTrialTimeout = 2 * time.Minute
+
 // CheckOptions configure the boot-time check.
 type CheckOptions struct {
-	// Timeout is how long a trial boot has to become healthy.
+	// Timeout is how long a trial boot has to become healthy; 0 means
+	// osguard.update.timeout= from the kernel command line, else
+	// DefaultTrialTimeout.
 	Timeout time.Duration
 	// Interval between health checks.
 	Interval time.Duration
@@ -70,7 +77,12 @@ func rebootNow() error {
 // the result it found.
 func CheckBoot(ctx context.Context, o CheckOptions, before *string) (*node.UpdateState, error) {
 	if o.Timeout == 0 {
-		o.Timeout = 2 * time.Minute
+		o.Timeout = DefaultTrialTimeout
+		if raw, err := os.ReadFile("/proc/cmdline"); err == nil {
+			if cl, err := bootinit.ParseCmdline(string(raw)); err == nil && cl.UpdateTimeout > 0 {
+				o.Timeout = cl.UpdateTimeout
+			}
+		}
 	}
 	if o.Interval == 0 {
 		o.Interval = 2 * time.Second

@@ -38,17 +38,17 @@ func buildBins(t testing.TB, dir string) {
 	}
 }
 
-// buildVersion builds the default image at a version, optionally with
-// another init, and packs it.
-func (b *builds) buildVersion(t *testing.T, version, init string) {
+// buildVersion builds the default image at a version, changed by edit
+// when not nil, and packs it.
+func (b *builds) buildVersion(t *testing.T, version string, edit func(*image.Config)) {
 	t.Helper()
 	cfg, err := image.LoadConfig("")
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg.Metadata.Version = version
-	if init != "" {
-		cfg.Spec.Rootfs.Init = init
+	if edit != nil {
+		edit(cfg)
 	}
 	out := filepath.Join(b.dir, "v"+version)
 	res, err := image.Build(image.BuildOptions{
@@ -216,17 +216,14 @@ func (n *node) reboot() string {
 	return n.waitShell(from, true)
 }
 
-// TestUpdateLifecycle is issue 14's node: v1 → v2 committed in slot B → v3
-// with a missing init rolled back → v1 refused as a downgrade → a tampered
-// bundle refused → QEMU killed while v3 is written → v2 boots, a second
-// apply succeeds. The firmware's variables and the node's kernel are the
-// evidence.
-func TestUpdateLifecycle(t *testing.T) {
+// newBuilds checks the tools of the VM tests and makes the binaries and
+// keys the builds share.
+func newBuilds(t *testing.T) *builds {
+	t.Helper()
 	testutil.Artifacts(t)
 	testutil.NeedTool(t, "qemu-system-x86_64", "swtpm", "qemu-img", "mkfs.ext4")
 	testutil.NeedFile(t, vm.OVMFCode)
 	testutil.NeedFile(t, vm.OVMFVars)
-	t0 := time.Now()
 	dir := t.TempDir()
 	b := &builds{dir: dir, keys: filepath.Join(dir, "keys"), bins: filepath.Join(dir, "bin"),
 		out: map[string]string{}, bundle: map[string]string{}, meas: map[string]image.Measurements{}}
@@ -235,9 +232,37 @@ func TestUpdateLifecycle(t *testing.T) {
 	if err := secureboot.GenerateKeys(b.keys, secureboot.KeygenOptions{SubjectPrefix: "update-test", Time: time.Unix(testEpoch, 0)}); err != nil {
 		t.Fatal(err)
 	}
-	b.buildVersion(t, "1", "")
-	b.buildVersion(t, "2", "")
-	b.buildVersion(t, "3", "/usr/bin/no-such-init")
+	return b
+}
+
+// machine starts a node from build version's disk with the bundles as
+// read-only disks (vdb, vdc, ...).
+func (b *builds) machine(t *testing.T, version string, bundles ...string) *node {
+	t.Helper()
+	mach, err := image.PrepareMachine(filepath.Join(b.out[version], image.DiskFile), filepath.Join(b.out[version], image.VarsFile), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := mach.VMConfig(true)
+	for _, p := range bundles {
+		cfg.Drives = append(cfg.Drives, vm.Drive{Path: p, ReadOnly: true})
+	}
+	n := &node{t: t, cfg: cfg}
+	n.start()
+	return n
+}
+
+// TestUpdateLifecycle is issue 14's node: v1 → v2 committed in slot B → v3
+// with a missing init rolled back → v1 refused as a downgrade → a tampered
+// bundle refused → QEMU killed while v3 is written → v2 boots, a second
+// apply succeeds. The firmware's variables and the node's kernel are the
+// evidence.
+func TestUpdateLifecycle(t *testing.T) {
+	t0 := time.Now()
+	b := newBuilds(t)
+	b.buildVersion(t, "1", nil)
+	b.buildVersion(t, "2", nil)
+	b.buildVersion(t, "3", func(c *image.Config) { c.Spec.Rootfs.Init = "/usr/bin/no-such-init" })
 	raw := strings.TrimSuffix(b.bundle["v3"], filepath.Ext(b.bundle["v3"]))
 	// One flipped byte in the usr payload (past the header, the manifest
 	// and the signature) and one in the manifest.
@@ -253,15 +278,7 @@ func TestUpdateLifecycle(t *testing.T) {
 	}
 	t.Logf("built and packed v1, v2, v3 in %.1fs", time.Since(t0).Seconds())
 
-	mach, err := image.PrepareMachine(filepath.Join(b.out["1"], image.DiskFile), filepath.Join(b.out["1"], image.VarsFile), true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ro := func(p string) vm.Drive { return vm.Drive{Path: p, ReadOnly: true} }
-	cfg := mach.VMConfig(true)
-	cfg.Drives = append(cfg.Drives, ro(b.bundle["v2"]), ro(b.bundle["v3"]), ro(b.bundle["v1"]), ro(tamperedUsr), ro(tamperedManifest), ro(truncated))
-	n := &node{t: t, cfg: cfg}
-	n.start()
+	n := b.machine(t, "1", b.bundle["v2"], b.bundle["v3"], b.bundle["v1"], tamperedUsr, tamperedManifest, truncated)
 	if s := n.status(); s.Image.Version != "1" || s.Image.Slot != "A" || s.Update.LastResult != "none" || !s.OK {
 		t.Fatalf("first boot: %+v", s)
 	}
@@ -378,4 +395,32 @@ func TestUpdateLifecycle(t *testing.T) {
 		t.Errorf("BootNext after the second apply: %v", next)
 	}
 	t.Logf("whole lifecycle in %.1fs (%d boots)", time.Since(t0).Seconds(), n.boots)
+}
+
+// TestUpdateUnhealthyTrial: a trial boot that comes up but is not healthy
+// (IPE in audit mode while the build says enforce, so `osguard status`
+// fails) is rolled back by check-boot after osguard.update.timeout=, which
+// reboots; the firmware then boots the old slot.
+func TestUpdateUnhealthyTrial(t *testing.T) {
+	b := newBuilds(t)
+	b.buildVersion(t, "1", nil)
+	b.buildVersion(t, "2", func(c *image.Config) {
+		c.Spec.Cmdline = append(c.Spec.Cmdline, "osguard.ipe=audit", "osguard.update.timeout=20s")
+	})
+	n := b.machine(t, "1", b.bundle["v2"])
+	n.mustRun("osguard update apply /dev/vdb 2>&1")
+	from := len(n.m.Console())
+	n.m.Send("sync; reboot -f\n")
+	if _, err := n.m.WaitForAfter(`osguard update: rolling back: slot B \(version 2\) was not healthy within 20s: [^\n]*ipe`, from, 6*time.Minute); err != nil {
+		t.Fatalf("the unhealthy trial was not rolled back: %v", err)
+	}
+	n.waitShell(len(n.m.Console()), false)
+	s := n.status()
+	if s.Image.Version != "1" || s.Image.Slot != "A" || s.Update.LastResult != "rolled-back" || !strings.Contains(s.Update.Reason, "not healthy within 20s") || !s.OK {
+		t.Fatalf("after the unhealthy trial: %+v", s)
+	}
+	if next := n.efiU16s("BootNext"); next != nil {
+		t.Errorf("BootNext %v after the rollback", next)
+	}
+	t.Logf("rolled back: %s", s.Update.Reason)
 }

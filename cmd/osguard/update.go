@@ -162,7 +162,7 @@ panic, missing init, verity failure, refused UKI) it records rolled-back.
 			return nil
 		},
 	}
-	cmd.Flags().DurationVar(&o.Timeout, "timeout", 2*time.Minute, "how long a trial boot has to become healthy")
+	cmd.Flags().DurationVar(&o.Timeout, "timeout", 0, "how long a trial boot has to become healthy (default: osguard.update.timeout= on the kernel command line, else 2m)")
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "print the result even when nothing changed")
 	return cmd
 }
