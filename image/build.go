@@ -21,6 +21,7 @@ import (
 	"github.com/osguard/osguard/internal/artifacts"
 	"github.com/osguard/osguard/pcr"
 	"github.com/osguard/osguard/sbom"
+	"github.com/osguard/osguard/verity"
 )
 
 // BuildOptions say what to build and where.
@@ -300,7 +301,15 @@ func (b *builder) writeDisk(signedUKI, measurements []byte, u *usrImage) error {
 			return fmt.Errorf("layout.usrSize %s is smaller than the /usr image (%d bytes)", lay.UsrSize, usrSize)
 		}
 	}
-	hashPart := roundMiB(vres.HashDeviceSize + vres.HashDeviceSize/4 + (64 << 10))
+	hashBytes := vres.HashDeviceSize
+	if lay.UsrSize != "auto" {
+		// A fixed usr partition is sized for the images of later updates:
+		// size the verity partition for a tree over all of it.
+		full := vres.Params
+		full.DataBlocks = uint64(usrPart) / uint64(full.DataBlockSize)
+		hashBytes = max(hashBytes, verity.HashDeviceSize(full))
+	}
+	hashPart := roundMiB(hashBytes + hashBytes/4 + (64 << 10))
 	sigPart := int64(1 << 20)
 
 	esp, err := disk.ESP(disk.FATOptions{Size: espSize, Label: "ESP", VolumeID: uint32(seed[0])<<24 | uint32(seed[1])<<16 | uint32(seed[2])<<8 | uint32(seed[3])},
