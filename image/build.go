@@ -127,9 +127,11 @@ type StepDuration struct {
 }
 
 type builder struct {
-	o       BuildOptions
-	cfg     *Config
-	stage   string
+	o     BuildOptions
+	cfg   *Config
+	stage string
+	// se is the SELinux policy; nil when SELinux is off.
+	se      *sePolicy
 	res     *Result
 	art     *artifacts.Set
 	started time.Time
@@ -209,6 +211,9 @@ func (b *builder) run() error {
 	}
 	kern, err := b.kernel()
 	if err != nil {
+		return err
+	}
+	if b.se, err = b.selinuxPolicy(); err != nil {
 		return err
 	}
 	osRelease := b.osRelease()

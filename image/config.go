@@ -143,6 +143,11 @@ type SELinux struct {
 	Policy string `yaml:"policy"`
 	// FileContexts labels the files of /usr.
 	FileContexts string `yaml:"fileContexts"`
+	// DebianPolicy, in place of Policy and FileContexts, names a Debian
+	// reference policy ("default": selinux-policy-default) of the Debian
+	// rootfs's suite. The build compiles it with osguard's policy module
+	// using the suite's own secilc, and the package joins the rootfs.
+	DebianPolicy string `yaml:"debianPolicy"`
 }
 
 // Layout sizes the disk. Sizes take K, M, G suffixes (powers of 1024).
@@ -359,6 +364,8 @@ const IPEOff = "off"
 
 var debNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+$`)
 
+var debianPolicyRE = regexp.MustCompile(`^(default|mls)$`)
+
 var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$`)
 
 func (c *Config) validate(node *yaml.Node) error {
@@ -387,8 +394,19 @@ func (c *Config) validate(node *yaml.Node) error {
 	switch s.SELinux.Mode {
 	case "off":
 	case "permissive", "enforcing":
-		if s.SELinux.Policy == "" || s.SELinux.FileContexts == "" {
-			return bad("spec.selinux", "mode %s needs policy and fileContexts", s.SELinux.Mode)
+		switch {
+		case s.SELinux.DebianPolicy != "":
+			if s.SELinux.Policy != "" || s.SELinux.FileContexts != "" {
+				return bad("spec.selinux", "give either debianPolicy, or policy and fileContexts")
+			}
+			if s.Rootfs.Debian == nil {
+				return bad("spec.selinux.debianPolicy", "needs a Debian rootfs (spec.rootfs.debian), whose suite the policy comes from")
+			}
+			if !debianPolicyRE.MatchString(s.SELinux.DebianPolicy) {
+				return bad("spec.selinux.debianPolicy", "%q must be default or mls (the package selinux-policy-NAME)", s.SELinux.DebianPolicy)
+			}
+		case s.SELinux.Policy == "" || s.SELinux.FileContexts == "":
+			return bad("spec.selinux", "mode %s needs debianPolicy, or policy and fileContexts", s.SELinux.Mode)
 		}
 	default:
 		return bad("spec.selinux.mode", "%q must be off, permissive or enforcing", s.SELinux.Mode)
@@ -504,6 +522,11 @@ func (c *Config) Apply(o Overrides) error {
 	}
 	if o.Flavour != "" {
 		c.Spec.Flavour = o.Flavour
+		if o.Flavour == FlavourStandard && o.SELinux == "" {
+			// The standard flavour's major LSM is AppArmor: a profile's
+			// SELinux default gives way unless asked for explicitly.
+			c.Spec.SELinux.Mode = "off"
+		}
 	}
 	return c.validate(nil)
 }

@@ -23,7 +23,10 @@ func TestParseConfigErrors(t *testing.T) {
 		{"bad apiVersion", "apiVersion: v1\nkind: Image\n", "line 1: apiVersion"},
 		{"bad kind", "apiVersion: osguard.dev/v1alpha1\nkind: Pod\n", "line 2: kind"},
 		{"bad ipe mode", "kind: Image\nspec:\n  ipe:\n    mode: permissive\n", "line 4: spec.ipe.mode"},
-		{"selinux without policy", "spec:\n  selinux:\n    mode: enforcing\n", "line 2: spec.selinux: mode enforcing needs policy"},
+		{"selinux without policy", "spec:\n  selinux:\n    mode: enforcing\n", "line 2: spec.selinux: mode enforcing needs debianPolicy, or policy and fileContexts"},
+		{"debianPolicy and policy", "spec:\n  rootfs:\n    debian: {packages: [systemd]}\n  selinux:\n    mode: enforcing\n    debianPolicy: default\n    policy: p\n", "give either debianPolicy, or policy"},
+		{"debianPolicy without debian", "spec:\n  selinux:\n    mode: permissive\n    debianPolicy: default\n", "line 4: spec.selinux.debianPolicy: needs a Debian rootfs"},
+		{"bad debianPolicy", "spec:\n  rootfs:\n    debian: {packages: [systemd]}\n  selinux:\n    mode: enforcing\n    debianPolicy: targeted\n", "line 6: spec.selinux.debianPolicy: \"targeted\" must be default or mls"},
 		{"bad size", "spec:\n  layout:\n    varSize: lots\n", "line 3: spec.layout.varSize"},
 		{"small esp", "spec:\n  layout:\n    espSize: 1M\n", "below the 33M"},
 		{"bad slots", "spec:\n  layout:\n    slots: 3\n", "spec.layout.slots"},
@@ -54,5 +57,39 @@ func TestParseSize(t *testing.T) {
 		if _, err := ParseSize(in); err == nil {
 			t.Errorf("ParseSize(%q) succeeded", in)
 		}
+	}
+}
+
+// TestContainerHostSELinuxDefaults: the containerhost profile is SELinux
+// permissive with Debian's reference policy, --selinux overrides the mode,
+// and the standard flavour (AppArmor) turns the profile's SELinux off.
+func TestContainerHostSELinuxDefaults(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		ov       Overrides
+		mode     string
+		policyPk string
+	}{
+		{"profile", Overrides{}, "permissive", "selinux-policy-default"},
+		{"enforcing", Overrides{SELinux: "enforcing"}, "enforcing", "selinux-policy-default"},
+		{"off", Overrides{SELinux: "off"}, "off", ""},
+		{"standard flavour", Overrides{Flavour: FlavourStandard}, "off", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := LoadProfile("containerhost")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Apply(tc.ov); err != nil {
+				t.Fatal(err)
+			}
+			if c.Spec.SELinux.Mode != tc.mode || c.Spec.SELinux.debianPackage() != tc.policyPk {
+				t.Errorf("selinux = %+v (package %q), want mode %s, package %q", c.Spec.SELinux, c.Spec.SELinux.debianPackage(), tc.mode, tc.policyPk)
+			}
+		})
+	}
+	c, _ := LoadProfile("containerhost")
+	if err := c.Apply(Overrides{Flavour: FlavourStandard, SELinux: "enforcing"}); err == nil || !strings.Contains(err.Error(), "standard uses AppArmor") {
+		t.Errorf("standard flavour with --selinux enforcing: %v", err)
 	}
 }

@@ -43,6 +43,27 @@ func (f *fixture) buildContainerHost(t *testing.T, out string, ov image.Override
 	return res
 }
 
+// bootContainerHost boots a built node on a snapshot of its disk, plus
+// extra drives, waits for its debug shell and returns a function that runs
+// a command there and fails the test when it fails.
+func bootContainerHost(t *testing.T, out string, extra ...vm.Drive) (*vm.Machine, func(string) string) {
+	t.Helper()
+	node := vmtest.Start(t, vm.Config{
+		UEFI: true, Vars: filepath.Join(out, image.VarsFile), TPM: true,
+		Drives: append([]vm.Drive{{Path: filepath.Join(out, image.DiskFile), Snapshot: true}}, extra...),
+	})
+	shell(t, node)
+	run := func(cmd string) string {
+		t.Helper()
+		got, err := node.Run(cmd, 4*time.Minute)
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", cmd, err, got)
+		}
+		return strings.TrimSpace(got)
+	}
+	return node, run
+}
+
 // usrRootfs makes /tmp/b/rootfs, a container rootfs of the node's own
 // signed /usr bound read-only: IPE allows its programs, so what a runtime
 // or an LSM does on top decides.
@@ -116,19 +137,7 @@ func TestContainerHost(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	node := vmtest.Start(t, vm.Config{
-		UEFI: true, Vars: filepath.Join(out, image.VarsFile), TPM: true,
-		Drives: []vm.Drive{{Path: filepath.Join(out, image.DiskFile), Snapshot: true}, {Path: extra, ReadOnly: true}},
-	})
-	shell(t, node)
-	run := func(cmd string) string {
-		t.Helper()
-		got, err := node.Run(cmd, 4*time.Minute)
-		if err != nil {
-			t.Fatalf("%s: %v\n%s", cmd, err, got)
-		}
-		return strings.TrimSpace(got)
-	}
+	node, run := bootContainerHost(t, out, vm.Drive{Path: extra, ReadOnly: true})
 
 	if got := run("systemctl is-system-running --wait"); !strings.HasSuffix(got, "running") {
 		t.Errorf("systemctl is-system-running = %q, want running; failed units:\n%s", got, run("systemctl --failed --no-legend"))
@@ -144,6 +153,20 @@ func TestContainerHost(t *testing.T) {
 	if got := run("ctr version"); !regexp.MustCompile(`(?s)Server:.*Version: +1\.7\.`).MatchString(got) {
 		t.Errorf("ctr version:\n%s", got)
 	}
+
+	t.Run("selinux-permissive", func(t *testing.T) {
+		// The profile's default: SELinux loaded with Debian's reference
+		// policy, permissive, and nothing it would have denied.
+		if got := run("cat /sys/fs/selinux/enforce"); got != "0" {
+			t.Errorf("/sys/fs/selinux/enforce = %q, want 0", got)
+		}
+		if got := run("tr -d '\\0' < /proc/1/attr/current"); got != "system_u:system_r:init_t:s0" {
+			t.Errorf("PID 1 runs as %q, want init_t", got)
+		}
+		if got := run(avcDenials); got != "" {
+			t.Errorf("AVC denials (permissive) from boot to containerd active:\n%s", got)
+		}
+	})
 
 	t.Run("systemd-way", func(t *testing.T) {
 		// machine-id: made by systemd over the empty factory file.
@@ -249,19 +272,7 @@ func TestContainerHostStandard(t *testing.T) {
 	f := getFixture(t)
 	out := filepath.Join(t.TempDir(), "out")
 	f.buildContainerHost(t, out, image.Overrides{Flavour: image.FlavourStandard})
-	node := vmtest.Start(t, vm.Config{
-		UEFI: true, Vars: filepath.Join(out, image.VarsFile), TPM: true,
-		Drives: []vm.Drive{{Path: filepath.Join(out, image.DiskFile), Snapshot: true}},
-	})
-	shell(t, node)
-	run := func(cmd string) string {
-		t.Helper()
-		got, err := node.Run(cmd, 4*time.Minute)
-		if err != nil {
-			t.Fatalf("%s: %v\n%s", cmd, err, got)
-		}
-		return strings.TrimSpace(got)
-	}
+	node, run := bootContainerHost(t, out)
 	if got := run("systemctl is-system-running --wait"); !strings.HasSuffix(got, "running") {
 		t.Errorf("systemctl is-system-running = %q; failed units:\n%s", got, run("systemctl --failed --no-legend"))
 	}

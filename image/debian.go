@@ -60,7 +60,11 @@ func (b *builder) debianRootfs() (*erofs.Tree, io.Closer, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	pkgs, err := c.resolve(d.Packages, func() { b.step("rootfs: apt resolves %d packages of Debian %s", len(d.Packages), d.Suite) })
+	names := d.Packages
+	if pkg := b.cfg.Spec.SELinux.debianPackage(); pkg != "" {
+		names = append(append([]string{}, names...), pkg)
+	}
+	pkgs, err := c.resolve(names, true, func() { b.step("rootfs: apt resolves %d packages of Debian %s", len(d.Packages), d.Suite) })
 	if err != nil {
 		return nil, nil, err
 	}
@@ -142,6 +146,11 @@ func (b *builder) rootfsAdditions() (files map[string][]byte, links map[string]s
 	// interactive systemd-firstboot and enable every unit its presets name
 	// (machine-id(5), "First Boot Semantics"). The node is stateless.
 	files["etc/machine-id"] = nil
+	if b.se != nil {
+		for p, content := range b.se.Etc {
+			files[p] = content
+		}
+	}
 	// No /etc/.updated: with a new /etc at every boot, the units with
 	// ConditionNeedsUpdate=/etc run each time, and they are the ones that
 	// do what the packages' maintainer scripts did not: systemd-sysusers,
@@ -191,7 +200,8 @@ func rootKey(pkgs []apt.Package, enable []string, files map[string][]byte, links
 // resolve asks apt for the closure of names, or reads the answer apt gave
 // for the same names and the same package indices before (resolving takes
 // apt seconds). announce is called before apt runs.
-func (c *debianCache) resolve(names []string, announce func()) ([]apt.Package, error) {
+// With essential false the closure leaves the Essential set out.
+func (c *debianCache) resolve(names []string, essential bool, announce func()) ([]apt.Package, error) {
 	if err := c.state.Check(); err != nil {
 		return nil, err
 	}
@@ -199,6 +209,9 @@ func (c *debianCache) resolve(names []string, announce func()) ([]apt.Package, e
 	sorted := append([]string(nil), names...)
 	sort.Strings(sorted)
 	fmt.Fprintf(h, "%s\x00", strings.Join(sorted, " "))
+	if !essential {
+		fmt.Fprintf(h, "no-essential\x00")
+	}
 	// The indices apt resolves from: their Release files change whenever
 	// they do.
 	releases, _ := filepath.Glob(filepath.Join(c.state.Dir, "lists", "*Release"))
@@ -218,7 +231,11 @@ func (c *debianCache) resolve(names []string, announce func()) ([]apt.Package, e
 		}
 	}
 	announce()
-	pkgs, err := c.state.Resolve(names)
+	resolve := c.state.Resolve
+	if !essential {
+		resolve = c.state.ResolveDeps
+	}
+	pkgs, err := resolve(names)
 	if err != nil {
 		return nil, err
 	}
@@ -267,6 +284,9 @@ After=systemd-sysusers.service
 Environment=TERM=vt220 HOME=/root
 WorkingDirectory=-/root
 ExecStart=/usr/bin/sh
+# Under SELinux the shell is unconfined (osguard's policy module allows the
+# transition); without SELinux systemd ignores this.
+SELinuxContext=-system_u:system_r:unconfined_t:s0
 Restart=always
 RestartSec=0
 StandardInput=tty

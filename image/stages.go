@@ -21,7 +21,6 @@ import (
 	"github.com/osguard/osguard/pcr"
 	"github.com/osguard/osguard/sbom"
 	"github.com/osguard/osguard/secureboot"
-	"github.com/osguard/osguard/selinux"
 	"github.com/osguard/osguard/uki"
 	"github.com/osguard/osguard/verity"
 )
@@ -264,24 +263,19 @@ func (b *builder) usr(rfs *rootTree, db secureboot.KeyPair) (*usrImage, error) {
 	b.res.Files = len(files)
 
 	var labeler erofs.Labeler
-	if cfg.Spec.SELinux.Mode != "off" {
-		fc, err := selinux.LoadFileContexts(cfg.Path(cfg.Spec.SELinux.FileContexts))
-		if err != nil {
-			return nil, fmt.Errorf("selinux: %w", err)
-		}
-		labeler = fc
+	if b.se != nil {
+		labeler = b.se.Labeler
 	}
 	b.step("usr: writing the EROFS image")
 	u := &usrImage{Path: filepath.Join(b.stage, "usr.erofs"), HashPath: filepath.Join(b.stage, "usr.verity"), Files: files}
 	// The seed from which UUIDs and salts derive: everything that decides
 	// the bytes of the usr image.
 	seedIn := fmt.Sprintf("%s\x00%s\x00%d\x00%s\x00", cfg.Metadata.Name, cfg.Metadata.Version, epoch, cfg.Spec.SELinux.Mode)
-	if labeler != nil {
-		fc, err := os.ReadFile(cfg.Path(cfg.Spec.SELinux.FileContexts))
-		if err != nil {
-			return nil, fmt.Errorf("selinux: %w", err)
+	if b.se != nil {
+		seedIn += fmt.Sprintf("%x\x00", sha256.Sum256(b.se.FileContexts))
+		if len(b.se.SubsDist) > 0 {
+			seedIn += fmt.Sprintf("subs\x00%x\x00", sha256.Sum256(b.se.SubsDist))
 		}
-		seedIn += fmt.Sprintf("%x\x00", sha256.Sum256(fc))
 	}
 	u.Seed = sha256.Sum256(append([]byte(seedIn), manifest...))
 	seed := u.Seed
@@ -358,9 +352,14 @@ func (b *builder) initrd(kern *buildKernel, pol *buildPolicy) ([]byte, error) {
 		return nil, err
 	}
 	var sePolicy []byte
-	if cfg.Spec.SELinux.Mode != "off" {
-		if sePolicy, err = os.ReadFile(cfg.Path(cfg.Spec.SELinux.Policy)); err != nil {
-			return nil, fmt.Errorf("selinux: %w", err)
+	var add []initrd.File
+	if se := b.se; se != nil {
+		// osguard-init loads the policy, then labels the tmpfs root, /run
+		// and /dev from the file contexts before it hands over.
+		sePolicy = se.Policy
+		add = append(add, initrd.File{Dst: bootconfig.SELinuxFileContextsPath, Data: se.FileContexts})
+		if len(se.SubsDist) > 0 {
+			add = append(add, initrd.File{Dst: bootconfig.SELinuxFileContextsPath + ".subs_dist", Data: se.SubsDist})
 		}
 	}
 	ipePolicy := pol.Signed
@@ -370,7 +369,7 @@ func (b *builder) initrd(kern *buildKernel, pol *buildPolicy) ([]byte, error) {
 	var initramfs bytes.Buffer
 	if err := initrd.Build(initrd.Options{
 		Kernel: kern.Kernel, Modules: cfg.Spec.Kernel.Extra, InitPath: initBin,
-		Policy: ipePolicy, SELinuxPolicy: sePolicy,
+		Policy: ipePolicy, SELinuxPolicy: sePolicy, Add: add,
 		Config: bootconfig.Config{IPE: cfg.Spec.IPE.Mode, SELinux: cfg.Spec.SELinux.Mode, VerityOnCorruption: "restart", Init: cfg.Spec.Rootfs.Init},
 		MTime:  b.o.Epoch,
 	}, &initramfs); err != nil {

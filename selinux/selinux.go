@@ -9,6 +9,8 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"sync"
+	"unicode/utf8"
 )
 
 // None is the context string that marks a spec as "leave unlabelled".
@@ -66,7 +68,9 @@ type Spec struct {
 	File    string // where it came from, for messages
 	Line    int
 
-	re      *regexp.Regexp
+	re      *regexp.Regexp // nil until first used when loaded lazily
+	once    sync.Once
+	reErr   error
 	hasMeta bool
 	lit     string // literal prefix every match starts with
 }
@@ -96,8 +100,23 @@ type Contexts struct {
 
 // LoadFileContexts reads path and, when they exist, path.homedirs and
 // path.local, plus the alias files path.subs_dist and path.subs, as
-// selabel_open(3) does for SELABEL_OPT_PATH.
+// selabel_open(3) does for SELABEL_OPT_PATH. Every regex is compiled, so a
+// bad one is an error here.
 func LoadFileContexts(path string) (*Contexts, error) {
+	return load(path, false)
+}
+
+// LoadFileContextsLazy is LoadFileContexts for files checked before (the
+// copy a build put in an initramfs): each regex is compiled the first
+// time a lookup gets to it. Compiling all of refpolicy's 5,700 takes
+// seconds on a slow machine, and labelling a few hundred files reaches
+// few of them. A regex that fails to compile then matches nothing, and
+// Err reports it.
+func LoadFileContextsLazy(path string) (*Contexts, error) {
+	return load(path, true)
+}
+
+func load(path string, lazy bool) (*Contexts, error) {
 	c := &Contexts{}
 	var all []*Spec
 	for i, suffix := range []string{"", ".homedirs", ".local"} {
@@ -108,7 +127,7 @@ func LoadFileContexts(path string) (*Contexts, error) {
 			}
 			return nil, fmt.Errorf("selinux: %w", err)
 		}
-		specs, err := ParseSpecs(f, path+suffix)
+		specs, err := parseSpecs(f, path+suffix, lazy)
 		f.Close()
 		if err != nil {
 			return nil, err
@@ -125,6 +144,17 @@ func LoadFileContexts(path string) (*Contexts, error) {
 	}
 	c.setSpecs(all)
 	return c, nil
+}
+
+// Err returns the first regex of a lazily loaded Contexts that failed to
+// compile in a lookup so far.
+func (c *Contexts) Err() error {
+	for _, s := range c.specs {
+		if s.reErr != nil {
+			return fmt.Errorf("selinux: %s:%d: %w", s.File, s.Line, s.reErr)
+		}
+	}
+	return nil
 }
 
 // New builds Contexts from already parsed specs and no aliases; later specs
@@ -177,6 +207,10 @@ func (c *Contexts) Specs() []*Spec { return c.specs }
 
 // ParseSpecs reads file_contexts lines from r; name is used in errors.
 func ParseSpecs(r io.Reader, name string) ([]*Spec, error) {
+	return parseSpecs(r, name, false)
+}
+
+func parseSpecs(r io.Reader, name string, lazy bool) ([]*Spec, error) {
 	var specs []*Spec
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64*1024), 1<<20)
@@ -200,8 +234,12 @@ func ParseSpecs(r io.Reader, name string) ([]*Spec, error) {
 		default:
 			return nil, fmt.Errorf("selinux: %s:%d: want 2 or 3 fields, got %d", name, line, len(fields))
 		}
-		if err := s.compile(); err != nil {
-			return nil, fmt.Errorf("selinux: %s:%d: %w", name, line, err)
+		s.hasMeta = hasMetaChars(s.Regex)
+		s.lit = literalPrefix(s.Regex)
+		if !lazy {
+			if err := s.compile(); err != nil {
+				return nil, fmt.Errorf("selinux: %s:%d: %w", name, line, err)
+			}
 		}
 		specs = append(specs, s)
 	}
@@ -212,21 +250,85 @@ func ParseSpecs(r io.Reader, name string) ([]*Spec, error) {
 }
 
 func (s *Spec) compile() error {
-	// PCRE2_DOTALL makes "." match newlines; PCRE's "$" also matches before
-	// a final newline, which "\n?$" reproduces under RE2.
-	re, err := regexp.Compile(`(?s)^(?:` + s.Regex + `)\n?$`)
-	if err != nil {
-		return fmt.Errorf("regex %q: %w", s.Regex, err)
+	s.once.Do(func() {
+		// PCRE2_DOTALL makes "." match newlines; PCRE's "$" also matches
+		// before a final newline, which "\n?$" reproduces under RE2.
+		re, err := regexp.Compile(`(?s)^(?:` + s.Regex + `)\n?$`)
+		if err != nil {
+			s.reErr = fmt.Errorf("regex %q: %w", s.Regex, err)
+			return
+		}
+		s.re = re
+	})
+	return s.reErr
+}
+
+// matches reports whether the spec's regex matches key, compiling it first
+// when it was loaded lazily.
+func (s *Spec) matches(key string) bool {
+	if s.compile() != nil {
+		return false
 	}
-	s.re = re
-	s.hasMeta = hasMetaChars(s.Regex)
-	// The literal prefix lets lookups skip specs cheaply. A regex that
-	// only compiles inside the wrapper (unbalanced groups such as
-	// "a)|(b") gets none, which is always safe.
-	if bare, err := regexp.Compile(`(?s)` + s.Regex); err == nil {
-		s.lit, _ = bare.LiteralPrefix()
+	return s.re.MatchString(key)
+}
+
+// literalPrefix returns a prefix every string the regex matches starts with:
+// its leading literal characters (backslash-escaped punctuation included),
+// less one made optional or repeatable by a quantifier after it. A regex
+// with an alternation outside any group gets none. The prefix may be
+// shorter than the longest one, which only makes lookups try more specs.
+func literalPrefix(re string) string {
+	depth, inClass := 0, false
+	for i := 0; i < len(re); i++ {
+		switch c := re[i]; {
+		case c == '\\':
+			i++
+		case inClass:
+			if c == ']' {
+				inClass = false
+			}
+		case c == '[':
+			inClass = true
+		case c == '(':
+			depth++
+		case c == ')':
+			depth--
+		case c == '|' && depth == 0:
+			return ""
+		}
 	}
-	return nil
+	var b strings.Builder
+	for i := 0; i < len(re); {
+		c := re[i]
+		var lit string
+		next := i + 1
+		switch {
+		case c == '\\':
+			if i+1 >= len(re) {
+				return b.String()
+			}
+			n := re[i+1]
+			if n < utf8.RuneSelf && (n >= 'a' && n <= 'z' || n >= 'A' && n <= 'Z' || n >= '0' && n <= '9') {
+				return b.String() // a class (\d, \w) or back reference
+			}
+			lit, next = re[i+1:i+2], i+2
+			if n >= utf8.RuneSelf {
+				_, size := utf8.DecodeRuneInString(re[i+1:])
+				lit, next = re[i+1:i+1+size], i+1+size
+			}
+		case strings.IndexByte(".^$[()|?*+{}", c) >= 0:
+			return b.String()
+		default:
+			_, size := utf8.DecodeRuneInString(re[i:])
+			lit, next = re[i:i+size], i+size
+		}
+		if next < len(re) && strings.IndexByte("?*+{", re[next]) >= 0 {
+			return b.String()
+		}
+		b.WriteString(lit)
+		i = next
+	}
+	return b.String()
 }
 
 // hasMetaChars mirrors spec_hasMetaChars: a backslash hides the next byte.
@@ -322,7 +424,7 @@ func (c *Contexts) Match(path string, t Type) *Spec {
 		if t != TypeAny && s.Type != TypeAny && s.Type != t {
 			continue
 		}
-		if s.re.MatchString(key) {
+		if s.matches(key) {
 			return s
 		}
 	}

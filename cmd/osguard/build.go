@@ -60,8 +60,9 @@ Without -c it builds an embedded profile (--profile, default "default"):
   containerhost  systemd and containerd from Debian trixie packages, which
                  apt resolves and downloads through the private apt state of
                  'make deps' and osguard unpacks without root or maintainer
-                 scripts; crun runs the containers; no console shell unless
-                 --debug-console.
+                 scripts; crun runs the containers; SELinux permissive with
+                 Debian's reference policy (--selinux enforcing enforces);
+                 no console shell unless --debug-console.
 'osguard build --print-profile NAME' shows a profile as a starting point for
 your own. The flags --selinux, --ipe, --image-version, --init and
 --debug-console override the config or profile.

@@ -15,7 +15,10 @@ const (
 	Path              = "/etc/osguard/init.json"
 	IPEPolicyPath     = "/etc/osguard/ipe.policy.p7s"
 	SELinuxPolicyPath = "/etc/osguard/selinux.policy"
-	ModulesDir        = "/lib/modules" // then <kernel version>/<name>.ko
+	// SELinuxFileContextsPath holds the file contexts osguard-init labels
+	// the tmpfs root with (file_contexts(5); .subs_dist beside it).
+	SELinuxFileContextsPath = "/etc/osguard/selinux.file_contexts"
+	ModulesDir              = "/lib/modules" // then <kernel version>/<name>.ko
 )
 
 // The trial-boot marker: a UEFI variable (non-volatile, boot service and

@@ -121,6 +121,16 @@ var (
 // package of the suite (what dpkg and a Debian system assume present), as
 // apt's solver picks it without Recommends, sorted by name.
 func (s *State) Resolve(names []string) ([]Package, error) {
+	return s.resolve(names, true)
+}
+
+// ResolveDeps returns the closure of the named packages alone, without the
+// Essential set: what a build host needs to run the named programs.
+func (s *State) ResolveDeps(names []string) ([]Package, error) {
+	return s.resolve(names, false)
+}
+
+func (s *State) resolve(names []string, essential bool) ([]Package, error) {
 	if err := s.Check(); err != nil {
 		return nil, err
 	}
@@ -129,7 +139,11 @@ func (s *State) Resolve(names []string) ([]Package, error) {
 			return nil, fmt.Errorf("apt: %q is not a Debian package name", n)
 		}
 	}
-	args := append([]string{"install", "--simulate", "--no-install-recommends", "-q", "?essential"}, names...)
+	args := []string{"install", "--simulate", "--no-install-recommends", "-q"}
+	if essential {
+		args = append(args, "?essential")
+	}
+	args = append(args, names...)
 	out, err := s.run("", args...)
 	if err != nil {
 		var ae *Error

@@ -374,7 +374,7 @@ func mountSysroot(log *Logger) error {
 	for _, d := range []struct {
 		name string
 		mode fs.FileMode
-	}{{"dev", 0o755}, {"proc", 0o555}, {"sys", 0o555}, {"run", 0o755}, {"tmp", 0o1777}, {"var", 0o755}, {"root", 0o700}, {"etc", 0o755}} {
+	}{{"dev", 0o755}, {"proc", 0o555}, {"sys", 0o555}, {"run", 0o755}, {"tmp", 0o1777}, {"var", 0o755}, {"root", 0o700}, {"home", 0o755}, {"srv", 0o755}, {"etc", 0o755}} {
 		p := filepath.Join(Sysroot, d.name)
 		if err := os.Mkdir(p, d.mode); err != nil && !errors.Is(err, fs.ErrExist) {
 			return err
@@ -535,6 +535,11 @@ func loadSELinux(log *Logger, st Settings) error {
 	lsm, _ := os.ReadFile(securityfs + "/lsm")
 	running := strings.Contains(","+string(lsm)+",", ",selinux,")
 	pol, polErr := os.ReadFile(bootconfig.SELinuxPolicyPath)
+	if written, err := setConfigMode(selinuxConfig, st.SELinux); err != nil {
+		return fmt.Errorf("SELinux: %s: %w", selinuxConfig, err)
+	} else if written != "" {
+		log.Printf("SELinux: /etc/selinux/config says SELINUX=%s", written)
+	}
 	switch {
 	case st.SELinux == bootconfig.SELinuxOff:
 		log.Printf("SELinux off by configuration (kernel runs it: %v)", running)
@@ -562,6 +567,16 @@ func loadSELinux(log *Logger, st Settings) error {
 		return err
 	}
 	log.Printf("SELinux policy loaded (%d bytes), %s", len(pol), st.SELinux)
+	if !haveFileContexts() {
+		log.Printf("no file contexts in this initramfs: the tmpfs root, /run and /dev stay unlabelled")
+		return nil
+	}
+	start := time.Now()
+	n, err := labelFiles(bootconfig.SELinuxFileContextsPath, labelTrees)
+	if err != nil {
+		return fmt.Errorf("SELinux labels: %w", err)
+	}
+	log.Printf("SELinux: labelled %d files of /, /run and /dev in %s", n, time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
