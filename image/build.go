@@ -21,6 +21,7 @@ import (
 	"github.com/osguard/osguard/internal/artifacts"
 	"github.com/osguard/osguard/pcr"
 	"github.com/osguard/osguard/sbom"
+	"github.com/osguard/osguard/verity"
 )
 
 // BuildOptions say what to build and where.
@@ -80,7 +81,12 @@ type Measurements struct {
 	} `json:"pcr11"`
 	PCR4 struct {
 		UKIAuthenticodeSHA256 string `json:"ukiAuthenticodeSha256"`
+		pcr.FirmwarePrediction
 	} `json:"pcr4"`
+
+	// PCR7 is the firmware's Secure Boot state and the db authority of the UKI.
+	PCR7 pcr.FirmwarePrediction `json:"pcr7"`
+
 	UKI struct {
 		SHA256  string `json:"sha256"`
 		Cmdline string `json:"cmdline"`
@@ -232,7 +238,7 @@ func (b *builder) run() error {
 	if err != nil {
 		return err
 	}
-	measurements, err := b.measurements(kern, usr, pol, u, keys.db())
+	measurements, err := b.measurements(kern, usr, pol, u, keys)
 	if err != nil {
 		return err
 	}
@@ -300,7 +306,15 @@ func (b *builder) writeDisk(signedUKI, measurements []byte, u *usrImage) error {
 			return fmt.Errorf("layout.usrSize %s is smaller than the /usr image (%d bytes)", lay.UsrSize, usrSize)
 		}
 	}
-	hashPart := roundMiB(vres.HashDeviceSize + vres.HashDeviceSize/4 + (64 << 10))
+	hashBytes := vres.HashDeviceSize
+	if lay.UsrSize != "auto" {
+		// A fixed usr partition is sized for the images of later updates:
+		// size the verity partition for a tree over all of it.
+		full := vres.Params
+		full.DataBlocks = uint64(usrPart) / uint64(full.DataBlockSize)
+		hashBytes = max(hashBytes, verity.HashDeviceSize(full))
+	}
+	hashPart := roundMiB(hashBytes + hashBytes/4 + (64 << 10))
 	sigPart := int64(1 << 20)
 
 	esp, err := disk.ESP(disk.FATOptions{Size: espSize, Label: "ESP", VolumeID: uint32(seed[0])<<24 | uint32(seed[1])<<16 | uint32(seed[2])<<8 | uint32(seed[3])},

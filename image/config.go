@@ -6,11 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -58,7 +61,24 @@ type Spec struct {
 	// console, for tests and demos; 'osguard status' fails its
 	// debug-console check on such a node.
 	DebugConsole bool `yaml:"debugConsole"`
+	// Attestation, when set, starts the attestation agent on the node.
+	Attestation *Attestation `yaml:"attestation"`
 }
+
+// Attestation configures the node agent (osguard attest agent), which the
+// default userland starts at boot; other userlands start it themselves. The
+// settings reach the node as /etc/osguard/attestation.json.
+type Attestation struct {
+	// Verifier is the verifier's URL as the node reaches it; default
+	// http://10.0.2.100:80, which 'osguard run DIR --verifier HOST:PORT'
+	// forwards to HOST:PORT.
+	Verifier string `yaml:"verifier" json:"verifier"`
+	// Interval between attestations after the one at boot (default 5m).
+	Interval string `yaml:"interval" json:"interval"`
+}
+
+// DefaultVerifierURL is where 'osguard run --verifier' forwards to.
+const DefaultVerifierURL = "http://10.0.2.100:80"
 
 // Rootfs is the userland. Path is a directory, a tar file (plain, gzip, zstd
 // or xz) or an OCI image layout directory (its layers are flattened). Empty
@@ -273,6 +293,18 @@ func (c *Config) defaults() *Config {
 	if d := s.Rootfs.Debian; d != nil && d.Suite == "" {
 		d.Suite = "trixie"
 	}
+	if a := s.Attestation; a != nil {
+		if a.Verifier == "" {
+			a.Verifier = DefaultVerifierURL
+		}
+		if a.Interval == "" {
+			a.Interval = "5m"
+		}
+		if !slices.Contains(s.Kernel.Extra, "virtio_net") {
+			// The network of 'osguard run': QEMU's virtio-net.
+			s.Kernel.Extra = append(s.Kernel.Extra, "virtio_net")
+		}
+	}
 	return c
 }
 
@@ -446,6 +478,14 @@ func (c *Config) validate(node *yaml.Node) error {
 			return bad("spec.ipe.allowRootHashes", "%q must be alg:lowercase-hex", h)
 		}
 	}
+	if a := s.Attestation; a != nil {
+		if u, err := url.Parse(a.Verifier); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return bad("spec.attestation.verifier", "%q must be an http:// or https:// URL", a.Verifier)
+		}
+		if d, err := time.ParseDuration(a.Interval); err != nil || d <= 0 {
+			return bad("spec.attestation.interval", "%q must be a positive duration such as 5m", a.Interval)
+		}
+	}
 	for _, a := range s.Cmdline {
 		if strings.ContainsAny(a, " \t\n") || strings.HasPrefix(a, "usrhash=") {
 			return bad("spec.cmdline", "%q: one argument per item, and usrhash= is set by the build", a)
@@ -522,4 +562,13 @@ func (c *Config) Path(p string) string {
 		return p
 	}
 	return filepath.Join(c.dir, p)
+}
+
+// EnableAttestation turns on spec.attestation with its defaults when the
+// config does not set it (osguard build --attest).
+func (c *Config) EnableAttestation() error {
+	if c.Spec.Attestation == nil {
+		c.Spec.Attestation = &Attestation{}
+	}
+	return c.defaults().validate(nil)
 }

@@ -118,6 +118,36 @@ func TestContainerHostBuild(t *testing.T) {
 	if m.Profile != "containerhost" || !m.DebugConsole || m.Flavour != "guard" {
 		t.Errorf("measurements profile=%q debugConsole=%v flavour=%q", m.Profile, m.DebugConsole, m.Flavour)
 	}
+
+	// Without --debug-console nothing puts a shell on the console: the
+	// debug unit is absent (the SBOM lists every file of /usr, the factory
+	// /etc included), and the measurements say so for 'osguard status'.
+	prod := filepath.Join(t.TempDir(), "prod")
+	cfg, err := image.LoadProfile("containerhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := image.Build(image.BuildOptions{
+		Config: cfg, OutDir: prod, KeysDir: f.keys, Epoch: testEpoch, ToolVersion: "test",
+		InitBinary: filepath.Join(f.bins, "osguard-init"), OsguardBinary: filepath.Join(f.bins, "osguard"),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for dir, want := range map[string]bool{a: true, prod: false} {
+		data, err := os.ReadFile(filepath.Join(dir, image.SPDXFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := bytes.Contains(data, []byte("/usr/share/factory/etc/systemd/system/osguard-debug-shell.service")); got != want {
+			t.Errorf("%s: debug shell unit in /usr = %v, want %v", filepath.Base(dir), got, want)
+		}
+	}
+	data, _ = os.ReadFile(filepath.Join(prod, image.MeasurementsFile))
+	m = image.Measurements{}
+	json.Unmarshal(data, &m)
+	if m.DebugConsole {
+		t.Error("the production build says it has a debug console")
+	}
 }
 
 // TestContainerHost boots the containerhost node and asks systemd,

@@ -1,8 +1,10 @@
 package image
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -46,11 +48,10 @@ func PrepareMachine(disk, vars string, fresh bool) (*Machine, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := os.Stat(absDisk)
+	source, err := diskIdentity(absDisk)
 	if err != nil {
 		return nil, fmt.Errorf("run: %w", err)
 	}
-	source := fmt.Sprintf("%s\n%d\n%d\n", absDisk, st.Size(), st.ModTime().UnixNano())
 	m := &Machine{Dir: MachineDir(absDisk)}
 	m.Disk, m.Vars, m.TPM = filepath.Join(m.Dir, "disk.qcow2"), filepath.Join(m.Dir, "ovmf-vars.fd"), filepath.Join(m.Dir, "tpm")
 	if fresh {
@@ -102,6 +103,27 @@ func PrepareMachine(disk, vars string, fresh bool) (*Machine, error) {
 	}
 	m.Created = true
 	return m, nil
+}
+
+// diskIdentity names a built disk by its path, size and the sha256 of its
+// first 34 sectors (MBR and primary GPT): the build derives the disk and
+// partition UUIDs from everything it put in the image, so two builds of the
+// same inputs are the same disk, and any other build is not.
+func diskIdentity(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return "", err
+	}
+	head := make([]byte, 34*512)
+	if _, err := io.ReadFull(f, head); err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	return fmt.Sprintf("%s\n%d\n%x\n", path, st.Size(), sha256.Sum256(head)), nil
 }
 
 // VMConfig is the QEMU configuration of the machine: its overlay disk, its

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -30,6 +31,14 @@ type RunOptions struct {
 	// Fresh discards the machine's state (disk writes, UEFI variables, TPM)
 	// and starts over from the built files.
 	Fresh bool
+	// TPMCA is the local CA that signs the EK certificate of a new swtpm
+	// state (default: tpm-ca next to the disk; created on first use). A
+	// verifier trusts it with --ek-ca TPMCA/issuercert.pem.
+	TPMCA string
+	// Verifier, a 127.0.0.1:PORT (or localhost:PORT), gives the node QEMU
+	// user networking with restrict=on whose only way out is
+	// 10.0.2.100:80 forwarded there (spec.attestation's default URL).
+	Verifier string
 	// Console receives the serial console; Stdin, when set, is typed into it.
 	Console io.Writer
 	Stdin   io.Reader
@@ -94,6 +103,17 @@ func Run(ctx context.Context, o RunOptions) (int, error) {
 	cfg.Drives = append(cfg.Drives, o.Drives...)
 	if o.TPMState != "" {
 		cfg.TPMState = o.TPMState
+	}
+	cfg.TPMCA = o.TPMCA
+	if cfg.TPMCA == "" {
+		cfg.TPMCA = filepath.Join(filepath.Dir(disk), "tpm-ca")
+	}
+	if o.Verifier != "" {
+		hp, err := loopbackHostPort(o.Verifier)
+		if err != nil {
+			return 0, err
+		}
+		cfg.Net = &vm.UserNet{GuestFwd: map[string]string{vm.GuestFwdAddr: hp}}
 	}
 	cfg.Console, cfg.Stdin = o.Console, o.Stdin
 	m, err := vm.Start(ctx, cfg)
@@ -169,4 +189,23 @@ func runExec(ctx context.Context, m *vm.Machine, command string, output io.Write
 	m.Send("poweroff -f\n")
 	m.Wait(30 * time.Second)
 	return status, nil
+}
+
+// loopbackHostPort checks a --verifier HOST:PORT: the node may reach the
+// host's loopback only.
+func loopbackHostPort(hp string) (string, error) {
+	host, port, err := net.SplitHostPort(hp)
+	if err != nil {
+		return "", fmt.Errorf("run: --verifier %q: want HOST:PORT, e.g. 127.0.0.1:8443", hp)
+	}
+	if host == "localhost" {
+		host = "127.0.0.1"
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.To4() == nil || !ip.IsLoopback() {
+		return "", fmt.Errorf("run: --verifier %q: the host must be 127.0.0.1 (the node reaches nothing else)", hp)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return "", fmt.Errorf("run: --verifier %q: bad port", hp)
+	}
+	return net.JoinHostPort(host, port), nil
 }

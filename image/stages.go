@@ -197,6 +197,10 @@ func (b *builder) rootfs(osRelease string) (*rootTree, error) {
 		}
 	}
 	rt := &rootTree{Root: root, source: source}
+	if err := addAttestation(root, cfg.Spec.Attestation, mtime); err != nil {
+		rt.Close()
+		return nil, err
+	}
 	pkgs, err := dpkgPackages(root)
 	if err != nil {
 		rt.Close()
@@ -419,8 +423,13 @@ func (b *builder) uki(kern *buildKernel, initramfs []byte, osRelease string, usr
 }
 
 // measurements fills the result's Measurements and returns measurements.json.
-func (b *builder) measurements(kern *buildKernel, usr *usrImage, pol *buildPolicy, u *buildUKI, db secureboot.KeyPair) ([]byte, error) {
+func (b *builder) measurements(kern *buildKernel, usr *usrImage, pol *buildPolicy, u *buildUKI, keys *buildKeys) ([]byte, error) {
 	cfg := b.cfg
+	db := keys.db()
+	pcr4, pcr7, err := pcr.PredictFirmware(u.Signed, keys.Hierarchy)
+	if err != nil {
+		return nil, err
+	}
 	m := &b.res.Measurements
 	vres := usr.Verity
 	m.Image, m.Version, m.Kernel, m.SELinux = cfg.Metadata.Name, cfg.Metadata.Version, kern.Version, cfg.Spec.SELinux.Mode
@@ -432,6 +441,7 @@ func (b *builder) measurements(kern *buildKernel, usr *usrImage, pol *buildPolic
 	m.Usr.PartUUID, m.Usr.VerityUUID = usrUUID.String(), verityUUID.String()
 	m.PCR11.SHA256, m.PCR11.Phases, m.PCR11.Sections = hex.EncodeToString(u.PCR.PCR11), u.PCR.Phases, u.PCR.Measurements
 	m.PCR4.UKIAuthenticodeSHA256 = hex.EncodeToString(u.AuthDigest)
+	m.PCR4.FirmwarePrediction, m.PCR7 = *pcr4, *pcr7
 	ukiSum := sha256.Sum256(u.Signed)
 	m.UKI.SHA256, m.UKI.Cmdline, m.UKI.Signer = hex.EncodeToString(ukiSum[:]), u.Cmdline, db.Cert.Subject.String()
 	polSum, sigSum := sha256.Sum256(pol.Text), sha256.Sum256(pol.Signed)

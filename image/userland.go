@@ -30,6 +30,12 @@ mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
 hostname -F /etc/hostname
 # Commit an update's healthy trial boot, or record a failed one.
 [ -x /usr/bin/osguard ] && /usr/bin/osguard update check-boot &
+if [ -f /etc/osguard/attestation.json ]; then
+  # spec.attestation: QEMU user networking ('osguard run --verifier'), then
+  # the agent at boot and at its interval.
+  ip link set lo up; ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0
+  osguard attest agent >/dev/console 2>&1 &
+fi
 echo "osguard: userland ready"
 `,
 	"profile": `export PATH=/usr/sbin:/usr/bin:/sbin:/bin

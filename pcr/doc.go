@@ -1,7 +1,16 @@
-// Package pcr predicts TPM PCR values of a measured boot; today PCR 11 in
-// the sha256 bank, as systemd-stub 257 and systemd-pcrphase extend it for a
-// Unified Kernel Image.
+// Package pcr predicts TPM PCR values of a measured boot in the sha256
+// bank: PCR 11 as systemd-stub 257 and systemd-pcrphase extend it for a
+// Unified Kernel Image, and PCR 4 and PCR 7 as edk2 firmware (OVMF) extends
+// them when it boots that UKI with Secure Boot (firmware.go: the boot
+// application's Authenticode digest, the Secure Boot variables and the db
+// entry that verified the UKI, as TCG PC Client PFP 1.05 event types). A
+// verifier needs all three to tell whether a node booted what was built:
+// PCR 4 names the UKI, PCR 7 the keys that allowed it, PCR 11 its sections.
 //
+// The PCR 4 and 7 predictions are checked against swtpm after an OVMF boot
+// in vm_test.go (TPM PCRs and the replayed event log).
+//
+// PCR 11:
 // The rules, from systemd 257 (src/fundamental/uki.h, src/boot/stub.c
 // measure_sections, src/boot/pe.c, docs/TPM2_PCR_MEASUREMENTS.md and
 // systemd-measure(1)):

@@ -194,3 +194,24 @@ func WriteVarstore(template []byte, h *Hierarchy, w io.Writer) error {
 	}
 	return nil
 }
+
+// DeleteVariable returns a copy of the edk2 VARS file vars with the
+// variable v marked deleted, e.g. PK to put the firmware back in setup mode
+// (Secure Boot off) with KEK and db still enrolled.
+func DeleteVariable(vars []byte, v Variable) ([]byte, error) {
+	s, err := parseVarstore(bytes.Clone(vars))
+	if err != nil {
+		return nil, err
+	}
+	found := false
+	for _, sv := range s.variables {
+		if sv.Name == v.Name && sv.GUID == v.GUID {
+			s.b[sv.offset+2] &= varDeletedMask
+			found = true
+		}
+	}
+	if !found {
+		return nil, fmt.Errorf("secureboot: varstore has no %s", v.Name)
+	}
+	return s.b, nil
+}

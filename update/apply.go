@@ -81,28 +81,37 @@ type target struct {
 	esp            bootinit.Partition
 }
 
-// openSource opens a bundle file, device or URL.
-func openSource(ctx context.Context, src string) (io.ReadCloser, error) {
+// openSource opens a bundle file, device or URL, and says how long it is
+// (-1 when unknown).
+func openSource(ctx context.Context, src string) (io.ReadCloser, int64, error) {
 	if strings.HasPrefix(src, "http://") || strings.HasPrefix(src, "https://") {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, src, nil)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
-			return nil, fmt.Errorf("update: %w", err)
+			return nil, 0, fmt.Errorf("update: %w", err)
 		}
 		if resp.StatusCode != http.StatusOK {
 			resp.Body.Close()
-			return nil, fmt.Errorf("update: %s: %s", src, resp.Status)
+			return nil, 0, fmt.Errorf("update: %s: %s", src, resp.Status)
 		}
-		return resp.Body, nil
+		return resp.Body, resp.ContentLength, nil
 	}
 	f, err := os.Open(src)
 	if err != nil {
-		return nil, fmt.Errorf("update: %w", err)
+		return nil, 0, fmt.Errorf("update: %w", err)
 	}
-	return f, nil
+	// Seeking to the end gives the size of a file and of a block device.
+	size, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		size = -1
+	} else if _, err := f.Seek(0, io.SeekStart); err != nil {
+		f.Close()
+		return nil, 0, fmt.Errorf("update: %w", err)
+	}
+	return f, size, nil
 }
 
 // Apply verifies a bundle against the node's UEFI db, writes it to the
@@ -132,7 +141,7 @@ func Apply(ctx context.Context, o ApplyOptions) (*ApplyResult, error) {
 	if !sb.Enforcing() {
 		logf("warning: Secure Boot is not enforcing (SecureBoot=%v SetupMode=%v): db can be changed by anyone", sb.SecureBoot, sb.SetupMode)
 	}
-	src, err := openSource(ctx, o.Source)
+	src, srcSize, err := openSource(ctx, o.Source)
 	if err != nil {
 		return nil, err
 	}
@@ -140,6 +149,9 @@ func Apply(ctx context.Context, o ApplyOptions) (*ApplyResult, error) {
 	br, err := Open(src, sb.DB)
 	if err != nil {
 		return nil, err
+	}
+	if srcSize >= 0 && srcSize < br.Size {
+		return nil, fmt.Errorf("update: the bundle is truncated: %s has %d bytes, the manifest describes %d", o.Source, srcSize, br.Size)
 	}
 	m := br.Manifest
 	logf("bundle %s %s verified: signed by %s", m.Image.Name, m.Image.Version, br.Signer.Subject)
@@ -440,15 +452,25 @@ func zeroPartition(p bootinit.Partition) error {
 
 // writePartition streams verified chunks to the start of a partition.
 func writePartition(part bootinit.Partition, p *PayloadReader) error {
+	defer p.Close()
 	f, err := openPart(part)
 	if err != nil {
 		return err
 	}
-	if _, err := p.WriteTo(f); err != nil {
-		f.Close()
-		return fmt.Errorf("update: write %s (%s): %w", part.Dev, part.Name, err)
+	for {
+		c, err := p.NextChunk()
+		if err == io.EOF {
+			return syncClose(f, part)
+		}
+		if err != nil { // the bundle's fault: the chunk was not written
+			f.Close()
+			return err
+		}
+		if _, err := f.Write(c); err != nil {
+			f.Close()
+			return fmt.Errorf("update: write %s (%s): %w", part.Dev, part.Name, err)
+		}
 	}
-	return syncClose(f, part)
 }
 
 // writeSmall writes data at the start of a partition.

@@ -12,15 +12,22 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/osguard/osguard/internal/bootinit"
 	"github.com/osguard/osguard/internal/efiboot"
 	"github.com/osguard/osguard/internal/esp"
 	"github.com/osguard/osguard/node"
 	"github.com/osguard/osguard/secureboot"
 )
 
+// DefaultTrialTimeout is how long a trial boot has to become healthy
+// unless osguard.update.timeout= on the kernel command line says otherwise.
+const DefaultTrialTimeout = 2 * time.Minute
+
 // CheckOptions configure the boot-time check.
 type CheckOptions struct {
-	// Timeout is how long a trial boot has to become healthy.
+	// Timeout is how long a trial boot has to become healthy; 0 means
+	// osguard.update.timeout= from the kernel command line, else
+	// DefaultTrialTimeout.
 	Timeout time.Duration
 	// Interval between health checks.
 	Interval time.Duration
@@ -68,10 +75,16 @@ func rebootNow() error {
 // rollback and reboots: BootNext is used up, so the firmware boots the old
 // slot. On the first boot after a trial that never reached this point
 // (firmware refusal, kernel panic, init or verity failure) it records the
-// rollback. It returns the state it leaves.
-func CheckBoot(ctx context.Context, o CheckOptions) (*node.UpdateState, error) {
+// rollback. It returns the state it leaves; before, when not nil, receives
+// the result it found.
+func CheckBoot(ctx context.Context, o CheckOptions, before *string) (*node.UpdateState, error) {
 	if o.Timeout == 0 {
-		o.Timeout = 2 * time.Minute
+		o.Timeout = DefaultTrialTimeout
+		if raw, err := os.ReadFile("/proc/cmdline"); err == nil {
+			if cl, err := bootinit.ParseCmdline(string(raw)); err == nil && cl.UpdateTimeout > 0 {
+				o.Timeout = cl.UpdateTimeout
+			}
+		}
 	}
 	if o.Interval == 0 {
 		o.Interval = 2 * time.Second
@@ -99,10 +112,18 @@ func CheckBoot(ctx context.Context, o CheckOptions) (*node.UpdateState, error) {
 	if err != nil {
 		return nil, err
 	}
-	if st.LastResult != node.UpdateApplied && st.LastResult != node.UpdateTrial {
-		return st, nil
+	if before != nil {
+		*before = st.LastResult
 	}
 	save := func() error { return writeState(running.Usr.Disk, st) }
+	return st, checkBoot(ctx, o, st, letter, vars, save, logf)
+}
+
+// checkBoot is CheckBoot once the running slot and the state are known.
+func checkBoot(ctx context.Context, o CheckOptions, st *node.UpdateState, letter string, vars efiboot.Vars, save func() error, logf func(string, ...any)) error {
+	if st.LastResult != node.UpdateApplied && st.LastResult != node.UpdateTrial {
+		return nil
+	}
 	forget := func() error {
 		if err := vars.Delete(trialVar); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
@@ -111,7 +132,7 @@ func CheckBoot(ctx context.Context, o CheckOptions) (*node.UpdateState, error) {
 	}
 	if letter != st.Slot {
 		if next, ok, _ := efiboot.BootNext(vars); ok && next == st.BootEntry && st.LastResult == node.UpdateApplied {
-			return st, nil // applied; the trial boot has not happened yet
+			return nil // applied; the trial boot has not happened yet
 		}
 		why := fmt.Sprintf("the trial boot of slot %s (version %s) did not reach a healthy userland (refused by the firmware, kernel panic, init or verity failure); the firmware went back to slot %s", st.Slot, st.Version, letter)
 		if st.LastResult == node.UpdateTrial {
@@ -120,23 +141,22 @@ func CheckBoot(ctx context.Context, o CheckOptions) (*node.UpdateState, error) {
 		st.LastResult, st.Reason = node.UpdateRolledBack, why
 		logf("rolled back: %s", why)
 		if err := forget(); err != nil {
-			return st, err
+			return err
 		}
-		return st, save()
+		return save()
 	}
 	// The trial boot.
 	if st.LastResult == node.UpdateApplied {
 		st.LastResult = node.UpdateTrial
 		if err := save(); err != nil {
-			return st, err
+			return err
 		}
 	}
 	logf("trial boot of slot %s (version %s): waiting up to %s for the node to be healthy", st.Slot, st.Version, o.Timeout)
 	deadline := time.Now().Add(o.Timeout)
-	var why string
 	for {
-		var ok bool
-		if ok, why = o.Health(); ok {
+		ok, why := o.Health()
+		if ok {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -144,28 +164,28 @@ func CheckBoot(ctx context.Context, o CheckOptions) (*node.UpdateState, error) {
 			st.Reason = fmt.Sprintf("slot %s (version %s) was not healthy within %s: %s", st.Slot, st.Version, o.Timeout, why)
 			logf("rolling back: %s; rebooting into slot %s", st.Reason, st.FromSlot)
 			if err := forget(); err != nil {
-				return st, err
+				return err
 			}
 			if err := save(); err != nil {
-				return st, err
+				return err
 			}
-			return st, o.Reboot()
+			return o.Reboot()
 		}
 		select {
 		case <-ctx.Done():
-			return st, ctx.Err()
+			return ctx.Err()
 		case <-time.After(o.Interval):
 		}
 	}
 	if err := efiboot.SetFirst(vars, st.BootEntry); err != nil {
-		return st, fmt.Errorf("update: commit: %w", err)
+		return fmt.Errorf("update: commit: %w", err)
 	}
 	if err := forget(); err != nil {
-		return st, err
+		return err
 	}
 	st.LastResult, st.Reason = node.UpdateCommitted, ""
 	logf("committed: slot %s (version %s) is healthy; Boot%04X is first in BootOrder", st.Slot, st.Version, st.BootEntry)
-	return st, save()
+	return save()
 }
 
 func readState(diskDev string) (*node.UpdateState, error) {

@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 
 	"github.com/osguard/osguard/internal/p7"
@@ -26,9 +25,11 @@ type Reader struct {
 	Manifest *Manifest
 	// Signer is the db certificate that verified the manifest.
 	Signer *x509.Certificate
-	r      io.Reader
-	next   int
-	cur    *PayloadReader
+	// Size is the bundle's length: header, manifest, signature, payloads.
+	Size int64
+	r    io.Reader
+	next int
+	cur  *PayloadReader
 }
 
 // Open reads the header, the manifest and its signature from r, and checks
@@ -85,7 +86,11 @@ func Open(r io.Reader, certs []*x509.Certificate) (*Reader, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Reader{Manifest: m, Signer: signer, r: r}, nil
+	size := int64(headerSize) + int64(mlen) + int64(slen)
+	for _, p := range m.Payloads {
+		size += p.Size
+	}
+	return &Reader{Manifest: m, Signer: signer, r: r, Size: size}, nil
 }
 
 func truncated(err error) error {
@@ -109,7 +114,7 @@ func printable(b []byte) string {
 // Next returns the next payload; the previous one must have been read to
 // its end. After the last payload it returns io.EOF.
 func (b *Reader) Next() (*PayloadReader, error) {
-	if b.cur != nil && b.cur.left > 0 {
+	if b.cur != nil && !b.cur.done() {
 		return nil, fmt.Errorf("update: payload %s not read to its end", b.cur.P.Name)
 	}
 	if b.next >= len(b.Manifest.Payloads) {
@@ -117,79 +122,141 @@ func (b *Reader) Next() (*PayloadReader, error) {
 	}
 	p := b.Manifest.Payloads[b.next]
 	b.next++
-	b.cur = &PayloadReader{P: p, r: b.r, left: p.Size, whole: sha256.New(), buf: make([]byte, 0, min(p.Size, ChunkSize))}
+	b.cur = &PayloadReader{P: p, r: b.r}
 	return b.cur, nil
 }
 
-// PayloadReader streams one payload. It reads a whole chunk ahead and
-// hands out its bytes only once the chunk's sha256 matched the manifest;
-// the payload's sha256 is checked before its last chunk is handed out.
+// PayloadReader streams one payload. A goroutine reads the chunks ahead
+// and checks each against its sha256 in the signed manifest; a chunk is
+// handed out only once it matched, so reading, hashing and the caller's
+// writes overlap. The chunk hashes cover every byte, so the payload's
+// whole sha256 (for people and tools such as sha256sum) is not computed
+// again.
 type PayloadReader struct {
-	P     Payload
-	r     io.Reader
-	left  int64 // bytes not yet read from r
-	chunk int
-	whole hash.Hash
-	buf   []byte // verified, not yet handed out: buf[off:]
-	off   int
+	P       Payload
+	r       io.Reader
+	started bool
+	results chan chunkResult
+	free    chan []byte
+	quit    chan struct{}
+	taken   int    // chunks handed out
+	cur     []byte // the chunk being handed out: cur[off:]
+	off     int
+	err     error
 }
 
-// fill reads and checks the next chunk.
-func (p *PayloadReader) fill() error {
-	n := min(p.left, ChunkSize)
-	p.buf = p.buf[:n]
-	p.off = 0
-	if _, err := io.ReadFull(p.r, p.buf); err != nil {
-		p.buf = p.buf[:0]
-		return fmt.Errorf("update: payload %s at byte %d: %w", p.P.Name, p.P.Size-p.left, truncated(err))
+type chunkResult struct {
+	buf []byte
+	err error
+}
+
+// prefetchDepth is how many verified chunks may wait ahead of the caller.
+const prefetchDepth = 2
+
+func (p *PayloadReader) done() bool {
+	return p.taken == len(p.P.Chunks) && p.off == len(p.cur)
+}
+
+func (p *PayloadReader) start() {
+	p.started = true
+	p.results = make(chan chunkResult, prefetchDepth)
+	p.free = make(chan []byte, prefetchDepth+1)
+	p.quit = make(chan struct{})
+	for range prefetchDepth + 1 {
+		p.free <- make([]byte, min(p.P.Size, ChunkSize))
 	}
-	sum := sha256.Sum256(p.buf)
-	if hex.EncodeToString(sum[:]) != p.P.Chunks[p.chunk] {
-		p.buf = p.buf[:0]
-		return fmt.Errorf("update: payload %s: chunk %d (bytes %d..%d) does not match its sha256 in the signed manifest: the bundle was modified",
-			p.P.Name, p.chunk, p.P.Size-p.left, p.P.Size-p.left+n)
+	go p.prefetch()
+}
+
+// prefetch reads and checks the chunks in order, and stops at the first
+// error or when Close is called.
+func (p *PayloadReader) prefetch() {
+	left := p.P.Size
+	for i := range p.P.Chunks {
+		var buf []byte
+		select {
+		case buf = <-p.free:
+		case <-p.quit:
+			return
+		}
+		n := min(left, ChunkSize)
+		buf = buf[:n]
+		var err error
+		if _, rerr := io.ReadFull(p.r, buf); rerr != nil {
+			err = fmt.Errorf("update: payload %s at byte %d: %w", p.P.Name, p.P.Size-left, truncated(rerr))
+		} else if sum := sha256.Sum256(buf); hex.EncodeToString(sum[:]) != p.P.Chunks[i] {
+			err = fmt.Errorf("update: payload %s: chunk %d (bytes %d..%d) does not match its sha256 in the signed manifest: the bundle was modified",
+				p.P.Name, i, p.P.Size-left, p.P.Size-left+n)
+		}
+		if err != nil {
+			buf = nil
+		}
+		select {
+		case p.results <- chunkResult{buf, err}:
+		case <-p.quit:
+			return
+		}
+		if err != nil {
+			return
+		}
+		left -= n
 	}
-	p.whole.Write(p.buf)
-	p.left -= n
-	p.chunk++
-	if p.left == 0 && hex.EncodeToString(p.whole.Sum(nil)) != p.P.SHA256 {
-		p.buf = p.buf[:0]
-		return fmt.Errorf("update: payload %s does not match its sha256 in the manifest", p.P.Name)
+}
+
+// NextChunk returns the next verified chunk, valid until the next call,
+// or io.EOF after the last.
+func (p *PayloadReader) NextChunk() ([]byte, error) {
+	if p.err != nil {
+		return nil, p.err
 	}
-	return nil
+	if p.off < len(p.cur) {
+		b := p.cur[p.off:]
+		p.off = len(p.cur)
+		return b, nil
+	}
+	if p.taken == len(p.P.Chunks) {
+		return nil, io.EOF
+	}
+	if !p.started {
+		p.start()
+	}
+	if p.cur != nil {
+		p.free <- p.cur[:cap(p.cur)]
+		p.cur = nil
+	}
+	r := <-p.results
+	if r.err != nil {
+		p.err = r.err
+		return nil, r.err
+	}
+	p.taken++
+	p.cur, p.off = r.buf, len(r.buf)
+	return r.buf, nil
 }
 
 // Read implements io.Reader.
 func (p *PayloadReader) Read(b []byte) (int, error) {
-	if p.off == len(p.buf) {
-		if p.left == 0 {
-			return 0, io.EOF
-		}
-		if err := p.fill(); err != nil {
+	if p.off == len(p.cur) {
+		if _, err := p.NextChunk(); err != nil {
 			return 0, err
 		}
+		p.off = 0
 	}
-	n := copy(b, p.buf[p.off:])
+	n := copy(b, p.cur[p.off:])
 	p.off += n
 	return n, nil
 }
 
-// NextChunk returns the next verified chunk (valid until the next call),
-// or io.EOF after the last.
-func (p *PayloadReader) NextChunk() ([]byte, error) {
-	if p.off < len(p.buf) {
-		b := p.buf[p.off:]
-		p.off = len(p.buf)
-		return b, nil
+// Close stops the read-ahead of a payload that will not be read to its end.
+func (p *PayloadReader) Close() error {
+	if p.started && p.quit != nil {
+		select {
+		case <-p.quit:
+		default:
+			close(p.quit)
+		}
 	}
-	if p.left == 0 {
-		return nil, io.EOF
-	}
-	if err := p.fill(); err != nil {
-		return nil, err
-	}
-	p.off = len(p.buf)
-	return p.buf, nil
+	return nil
 }
 
 // WriteTo implements io.WriterTo: verified chunks, one write each.
@@ -272,24 +339,12 @@ func Pack(w io.WriteSeeker, m Manifest, payloads []PackPayload, key crypto.Signe
 	if _, err := w.Write(hdr); err != nil {
 		return err
 	}
-	buf := make([]byte, ChunkSize)
 	for i, p := range payloads {
-		whole := sha256.New()
-		var left = p.Size
-		for j := range m.Payloads[i].Chunks {
-			n := min(left, ChunkSize)
-			if _, err := io.ReadFull(p.R, buf[:n]); err != nil {
-				return fmt.Errorf("update: pack: %s: %w", p.Name, err)
-			}
-			sum := sha256.Sum256(buf[:n])
-			m.Payloads[i].Chunks[j] = hex.EncodeToString(sum[:])
-			whole.Write(buf[:n])
-			if _, err := w.Write(buf[:n]); err != nil {
-				return err
-			}
-			left -= n
+		sum, err := streamPayload(w, p, m.Payloads[i].Chunks)
+		if err != nil {
+			return err
 		}
-		m.Payloads[i].SHA256 = hex.EncodeToString(whole.Sum(nil))
+		m.Payloads[i].SHA256 = sum
 	}
 	if err := m.Validate(); err != nil {
 		return fmt.Errorf("update: pack: %w", err)
@@ -320,4 +375,68 @@ func Pack(w io.WriteSeeker, m Manifest, payloads []PackPayload, key crypto.Signe
 	}
 	_, err = w.Seek(0, io.SeekEnd)
 	return err
+}
+
+// streamPayload copies one payload to w and fills in its chunk hashes;
+// it returns the payload's sha256. Reading, the chunk hashes with the
+// write, and the payload hash run in three goroutines over a small ring of
+// buffers, so that pack reads its input once at about the speed of the
+// slowest of them.
+func streamPayload(w io.Writer, p PackPayload, chunks []string) (string, error) {
+	const ring = 4
+	type chunk struct {
+		buf []byte
+		i   int
+	}
+	free := make(chan []byte, ring)
+	for range ring {
+		free <- make([]byte, ChunkSize)
+	}
+	toWrite, toHash := make(chan chunk, ring), make(chan chunk, ring)
+	hashed := make(chan []byte, ring) // buffers the payload hash is done with
+	readErr := make(chan error, 1)
+	go func() { // reader
+		defer close(toWrite)
+		defer close(toHash)
+		left := p.Size
+		for i := range chunks {
+			b := <-free
+			n := min(left, ChunkSize)
+			if _, err := io.ReadFull(p.R, b[:n]); err != nil {
+				readErr <- fmt.Errorf("update: pack: %s: %w", p.Name, err)
+				return
+			}
+			toHash <- chunk{b[:n], i}
+			toWrite <- chunk{b[:n], i}
+			left -= n
+		}
+		readErr <- nil
+	}()
+	whole := sha256.New()
+	go func() { // payload hash
+		for c := range toHash {
+			whole.Write(c.buf)
+			hashed <- c.buf
+		}
+		close(hashed)
+	}()
+	var werr error
+	for c := range toWrite {
+		sum := sha256.Sum256(c.buf)
+		chunks[c.i] = hex.EncodeToString(sum[:])
+		if werr == nil {
+			_, werr = w.Write(c.buf)
+		}
+		// The buffer is free again once the payload hash has it too.
+		free <- (<-hashed)[:ChunkSize]
+	}
+	for range hashed {
+	}
+	if err := <-readErr; err != nil {
+		return "", err
+	}
+	if werr != nil {
+		return "", werr
+	}
+	return hex.EncodeToString(whole.Sum(nil)), nil
 }

@@ -129,6 +129,9 @@ func TestPackOpenRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if r, _ := Open(bytes.NewReader(b), []*x509.Certificate{cert}); r.Size != int64(len(b)) {
+		t.Errorf("Reader.Size %d, the bundle has %d bytes", r.Size, len(b))
+	}
 	for n, want := range testPayloads() {
 		if !bytes.Equal(got[n], want) {
 			t.Errorf("payload %s: got %d bytes, want %d", n, len(got[n]), len(want))

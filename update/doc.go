@@ -49,9 +49,20 @@
 // A reader checks the magic, the bounds and the signature against the db
 // certificates before it returns the manifest, so nothing is written for a
 // foreign or tampered manifest. Payload bytes are checked chunk by chunk as
-// they stream: no chunk reaches a partition before its hash matched, and a
-// payload whose whole sha256 differs is an error at its end. Apply writes in
-// an order that keeps every partial state unbootable: the inactive slot's
-// signature partition is cleared first and written last, and the boot entry
-// and BootNext are set only after everything else is on disk.
+// they stream: no chunk reaches a partition before its hash matched. The
+// signed chunk hashes cover every byte, so the payload's whole sha256 is for
+// people and tools (sha256sum) and is not recomputed on the node. A flipped
+// payload byte therefore stops apply at its chunk, after the earlier, intact
+// chunks were written to the inactive slot, whose signature partition was
+// cleared first: the slot is then not bootable, and nothing else changed.
+//
+// Apply writes in an order that keeps every partial state unbootable: the
+// inactive slot's signature partition is cleared first and written last
+// (after the slot's partition UUIDs are set in both GPTs), and the boot
+// entry, the trial marker (bootconfig.TrialVarName, read by osguard-init)
+// and BootNext are set only after the UKI and the slot's measurements are
+// on the ESP. `osguard update check-boot`, run at every boot, commits a
+// healthy trial boot or records the rollback; its decisions are the
+// node's update state, /osguard/update.json on the ESP, which `osguard
+// status` reports as update.lastResult.
 package update

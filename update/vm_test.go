@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -33,25 +32,23 @@ type builds struct {
 func buildBins(t testing.TB, dir string) {
 	t.Helper()
 	for _, c := range []string{"osguard", "osguard-init"} {
-		cmd := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(dir, c), "github.com/osguard/osguard/cmd/"+c)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("build %s: %v\n%s", c, err, out)
+		if err := os.WriteFile(filepath.Join(dir, c), vmtest.BuildStatic(t, "github.com/osguard/osguard/cmd/"+c), 0o755); err != nil {
+			t.Fatal(err)
 		}
 	}
 }
 
-// buildVersion builds the default image at a version, optionally with
-// another init, and packs it.
-func (b *builds) buildVersion(t *testing.T, version, init string) {
+// buildVersion builds the default image at a version, changed by edit
+// when not nil, and packs it.
+func (b *builds) buildVersion(t *testing.T, version string, edit func(*image.Config)) {
 	t.Helper()
 	cfg, err := image.LoadConfig("")
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg.Metadata.Version = version
-	if init != "" {
-		cfg.Spec.Rootfs.Init = init
+	if edit != nil {
+		edit(cfg)
 	}
 	out := filepath.Join(b.dir, "v"+version)
 	res, err := image.Build(image.BuildOptions{
@@ -107,23 +104,29 @@ func (n *node) start() {
 	cfg := n.cfg
 	cfg.Dir = n.t.TempDir()
 	n.m = vmtest.Start(n.t, cfg)
-	n.waitShell(0)
+	n.waitShell(0, false)
 }
 
-// waitShell waits for the next boot's root shell after console offset from.
-func (n *node) waitShell(from int) {
+// waitShell waits for the next boot's userland after console offset from,
+// for check-boot's decision when one is expected (it prints "update:
+// RESULT" when it changes the result), and for a fresh shell prompt.
+func (n *node) waitShell(from int, decision bool) string {
 	n.t.Helper()
 	if _, err := n.m.WaitForAfter(`osguard: userland ready`, from, 4*time.Minute); err != nil {
 		n.t.Fatalf("boot %d: %v", n.boots+1, err)
 	}
-	if _, err := n.m.WaitForText(vm.ShellPrompt, from, time.Minute); err != nil {
+	if decision {
+		if _, err := n.m.WaitForAfter(`(?m)^update: (committed|rolled-back)\r?$`, from, 4*time.Minute); err != nil {
+			n.t.Fatalf("boot %d: check-boot decided nothing: %v", n.boots+1, err)
+		}
+	}
+	at := len(n.m.Console())
+	n.m.Send("\n")
+	if _, err := n.m.WaitForText(vm.ShellPrompt, at, time.Minute); err != nil {
 		n.t.Fatalf("boot %d: no shell: %v", n.boots+1, err)
 	}
-	// check-boot, started by rcS, ends with "update: RESULT".
-	if _, err := n.m.WaitForAfter(`(?m)update: (none|applied|trial|committed|rolled-back)\r?$`, from, 4*time.Minute); err != nil {
-		n.t.Fatalf("boot %d: check-boot did not finish: %v", n.boots+1, err)
-	}
 	n.boots++
+	return n.m.Console()[from:]
 }
 
 // run runs a guest command; status is its exit status.
@@ -216,26 +219,23 @@ func (n *node) efiU16s(name string) []uint16 {
 	return v
 }
 
-// reboot reboots the guest and waits for the next shell.
+// reboot reboots the guest after an apply and waits for the next shell
+// and check-boot's decision.
 func (n *node) reboot() string {
 	n.t.Helper()
 	from := len(n.m.Console())
 	n.m.Send("sync; reboot -f\n")
-	n.waitShell(from)
-	return n.m.Console()[from:]
+	return n.waitShell(from, true)
 }
 
-// TestUpdateLifecycle is issue 14's node: v1 → v2 committed in slot B → v3
-// with a missing init rolled back → v1 refused as a downgrade → a tampered
-// bundle refused → QEMU killed while v3 is written → v2 boots, a second
-// apply succeeds. The firmware's variables and the node's kernel are the
-// evidence.
-func TestUpdateLifecycle(t *testing.T) {
+// newBuilds checks the tools of the VM tests and makes the binaries and
+// keys the builds share.
+func newBuilds(t *testing.T) *builds {
+	t.Helper()
 	testutil.Artifacts(t)
 	testutil.NeedTool(t, "qemu-system-x86_64", "swtpm", "qemu-img", "mkfs.ext4")
 	testutil.NeedFile(t, vm.OVMFCode)
 	testutil.NeedFile(t, vm.OVMFVars)
-	t0 := time.Now()
 	dir := t.TempDir()
 	b := &builds{dir: dir, keys: filepath.Join(dir, "keys"), bins: filepath.Join(dir, "bin"),
 		out: map[string]string{}, bundle: map[string]string{}, meas: map[string]image.Measurements{}}
@@ -244,9 +244,37 @@ func TestUpdateLifecycle(t *testing.T) {
 	if err := secureboot.GenerateKeys(b.keys, secureboot.KeygenOptions{SubjectPrefix: "update-test", Time: time.Unix(testEpoch, 0)}); err != nil {
 		t.Fatal(err)
 	}
-	b.buildVersion(t, "1", "")
-	b.buildVersion(t, "2", "")
-	b.buildVersion(t, "3", "/usr/bin/no-such-init")
+	return b
+}
+
+// machine starts a node from build version's disk with the bundles as
+// read-only disks (vdb, vdc, ...).
+func (b *builds) machine(t *testing.T, version string, bundles ...string) *node {
+	t.Helper()
+	mach, err := image.PrepareMachine(filepath.Join(b.out[version], image.DiskFile), filepath.Join(b.out[version], image.VarsFile), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := mach.VMConfig(true)
+	for _, p := range bundles {
+		cfg.Drives = append(cfg.Drives, vm.Drive{Path: p, ReadOnly: true})
+	}
+	n := &node{t: t, cfg: cfg}
+	n.start()
+	return n
+}
+
+// TestUpdateLifecycle is issue 14's node: v1 → v2 committed in slot B → v3
+// with a missing init rolled back → v1 refused as a downgrade → a tampered
+// bundle refused → QEMU killed while v3 is written → v2 boots, a second
+// apply succeeds. The firmware's variables and the node's kernel are the
+// evidence.
+func TestUpdateLifecycle(t *testing.T) {
+	t0 := time.Now()
+	b := newBuilds(t)
+	b.buildVersion(t, "1", nil)
+	b.buildVersion(t, "2", nil)
+	b.buildVersion(t, "3", func(c *image.Config) { c.Spec.Rootfs.Init = "/usr/bin/no-such-init" })
 	raw := strings.TrimSuffix(b.bundle["v3"], filepath.Ext(b.bundle["v3"]))
 	// One flipped byte in the usr payload (past the header, the manifest
 	// and the signature) and one in the manifest.
@@ -256,17 +284,13 @@ func TestUpdateLifecycle(t *testing.T) {
 		d[24+mlen+16<<10+5000+3<<20] ^= 0x40
 	})
 	tamperedManifest := padded(t, raw, func(d []byte) { d[200] ^= 0x01 })
-	t.Logf("built and packed v1, v2, v3 in %.1fs", time.Since(t0).Seconds())
-
-	mach, err := image.PrepareMachine(filepath.Join(b.out["1"], image.DiskFile), filepath.Join(b.out["1"], image.VarsFile), true)
-	if err != nil {
+	truncated := padded(t, raw, func([]byte) {}) // a copy of its own
+	if err := os.Truncate(truncated, 16<<20); err != nil {
 		t.Fatal(err)
 	}
-	ro := func(p string) vm.Drive { return vm.Drive{Path: p, ReadOnly: true} }
-	cfg := mach.VMConfig(true)
-	cfg.Drives = append(cfg.Drives, ro(b.bundle["v2"]), ro(b.bundle["v3"]), ro(b.bundle["v1"]), ro(tamperedUsr), ro(tamperedManifest))
-	n := &node{t: t, cfg: cfg}
-	n.start()
+	t.Logf("built and packed v1, v2, v3 in %.1fs", time.Since(t0).Seconds())
+
+	n := b.machine(t, "1", b.bundle["v2"], b.bundle["v3"], b.bundle["v1"], tamperedUsr, tamperedManifest, truncated)
 	if s := n.status(); s.Image.Version != "1" || s.Image.Slot != "A" || s.Update.LastResult != "none" || !s.OK {
 		t.Fatalf("first boot: %+v", s)
 	}
@@ -340,6 +364,12 @@ func TestUpdateLifecycle(t *testing.T) {
 	if st != 1 || !strings.Contains(out, "not signed by a certificate in db") {
 		t.Errorf("tampered manifest: exit %d:\n%s", st, out)
 	}
+	// A truncated bundle: refused before anything is written, because the
+	// device is shorter than the signed manifest says.
+	out, st = n.run("osguard update apply /dev/vdg 2>&1")
+	if st != 1 || !strings.Contains(out, "truncated") {
+		t.Errorf("truncated bundle: exit %d:\n%s", st, out)
+	}
 	if again := n.mustRun("sha256sum /dev/vda2 /dev/vda3 /dev/vda4"); again != hashA {
 		t.Errorf("refused bundles changed slot A:\n%s\n%s", hashA, again)
 	}
@@ -377,4 +407,32 @@ func TestUpdateLifecycle(t *testing.T) {
 		t.Errorf("BootNext after the second apply: %v", next)
 	}
 	t.Logf("whole lifecycle in %.1fs (%d boots)", time.Since(t0).Seconds(), n.boots)
+}
+
+// TestUpdateUnhealthyTrial: a trial boot that comes up but is not healthy
+// (IPE in audit mode while the build says enforce, so `osguard status`
+// fails) is rolled back by check-boot after osguard.update.timeout=, which
+// reboots; the firmware then boots the old slot.
+func TestUpdateUnhealthyTrial(t *testing.T) {
+	b := newBuilds(t)
+	b.buildVersion(t, "1", nil)
+	b.buildVersion(t, "2", func(c *image.Config) {
+		c.Spec.Cmdline = append(c.Spec.Cmdline, "osguard.ipe=audit", "osguard.update.timeout=20s")
+	})
+	n := b.machine(t, "1", b.bundle["v2"])
+	n.mustRun("osguard update apply /dev/vdb 2>&1")
+	from := len(n.m.Console())
+	n.m.Send("sync; reboot -f\n")
+	if _, err := n.m.WaitForAfter(`osguard update: rolling back: slot B \(version 2\) was not healthy within 20s: [^\n]*ipe`, from, 6*time.Minute); err != nil {
+		t.Fatalf("the unhealthy trial was not rolled back: %v", err)
+	}
+	n.waitShell(len(n.m.Console()), false)
+	s := n.status()
+	if s.Image.Version != "1" || s.Image.Slot != "A" || s.Update.LastResult != "rolled-back" || !strings.Contains(s.Update.Reason, "not healthy within 20s") || !s.OK {
+		t.Fatalf("after the unhealthy trial: %+v", s)
+	}
+	if next := n.efiU16s("BootNext"); next != nil {
+		t.Errorf("BootNext %v after the rollback", next)
+	}
+	t.Logf("rolled back: %s", s.Update.Reason)
 }

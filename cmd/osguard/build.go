@@ -41,6 +41,7 @@ func newBuildCmd() *cobra.Command {
 		o                     image.BuildOptions
 		timestamp             int64
 		asJSON, quiet         bool
+		attestOn              bool
 		profile               string
 		ov                    image.Overrides
 	)
@@ -114,6 +115,11 @@ the same inputs and time, two builds give the same bytes.`,
 			if err := cfg.Apply(ov); err != nil {
 				return failWith(2, err)
 			}
+			if attestOn {
+				if err := cfg.EnableAttestation(); err != nil {
+					return err
+				}
+			}
 			o.Config, o.KeysDir, o.OutDir, o.ToolVersion = cfg, keys, out, version
 			if o.Epoch, err = sourceDateEpoch(timestamp, cmd.Flags().Changed("timestamp")); err != nil {
 				return err
@@ -165,5 +171,6 @@ the same inputs and time, two builds give the same bytes.`,
 	f.StringVar(&ov.Init, "init", "", "the userland's init `PATH` (spec.rootfs.init)")
 	f.StringVar(&ov.Flavour, "flavour", "", "guard (IPE, signed verity, SELinux) or standard (AppArmor, no IPE)")
 	f.BoolVar(&ov.DebugConsole, "debug-console", false, "a root shell on the serial console (tests, demos; never production)")
+	f.BoolVar(&attestOn, "attest", false, "start the attestation agent on the node (spec.attestation; default verifier "+image.DefaultVerifierURL+", which 'osguard run --verifier' forwards)")
 	return cmd
 }

@@ -46,7 +46,14 @@ to it or named by --vars.
                 other images get one from 'osguard build --debug-console'.
   --disk FILE   attach FILE as an extra read-only virtio disk; repeat it for
                 more. On the node they are /dev/vdb, /dev/vdc, ... in order
-                (an OCI archive to import, an update bundle).`,
+                (an OCI archive to import, an update bundle).
+  --verifier 127.0.0.1:PORT
+                QEMU user networking with restrict=on: the node reaches
+                nothing but 10.0.2.100:80, forwarded to the verifier there
+
+A new swtpm state gets EK certificates signed by a local CA in
+DIR/tpm-ca (made on first use; --tpm-ca elsewhere); a verifier trusts them with
+'osguard attest serve --ek-ca DIR/tpm-ca/issuercert.pem'.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 1 {
@@ -101,6 +108,8 @@ to it or named by --vars.
 	f.StringVar(&o.Vars, "vars", "", "OVMF VARS file a new machine starts from (default: ovmf-vars.fd next to the disk)")
 	f.BoolVar(&o.NoTPM, "no-tpm", false, "boot without a TPM")
 	f.StringVar(&o.TPMState, "tpm-state", "", "keep the swtpm state in this directory across runs")
+	f.StringVar(&o.TPMCA, "tpm-ca", "", "local CA signing the swtpm EK certificate (default: tpm-ca next to the disk)")
+	f.StringVar(&o.Verifier, "verifier", "", "127.0.0.1:PORT of a verifier: the node's only network exit, as 10.0.2.100:80")
 	f.BoolVar(&console, "console", false, "connect the terminal's keyboard to the serial console")
 	f.DurationVar(&o.Timeout, "timeout", 0, "stop the machine after this long, e.g. 2m (0: no limit)")
 	f.StringVar(&o.Exec, "exec", "", "run this command in the node's root shell, then power off")

@@ -132,6 +132,7 @@ Exit status 1 when the bundle is refused or cannot be applied.`,
 
 func newUpdateCheckBootCmd() *cobra.Command {
 	var o update.CheckOptions
+	var verbose bool
 	cmd := &cobra.Command{
 		Use:   "check-boot [--timeout D]",
 		Short: "On a node at boot: commit a healthy trial boot, or record and undo a failed one",
@@ -143,18 +144,25 @@ boot entry first in BootOrder: committed. When the node is not healthy
 within --timeout it records the reason and reboots; the firmware then boots
 the old slot. On the old slot after a trial boot that failed earlier (kernel
 panic, missing init, verity failure, refused UKI) it records rolled-back.
-'osguard status' shows the result as update.lastResult.`,
+'osguard status' shows the result as update.lastResult. It prints
+'update: RESULT' when it changed the result (always with -v).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.Log = cmd.ErrOrStderr()
-			st, err := update.CheckBoot(context.Background(), o)
+			before := ""
+			st, err := update.CheckBoot(context.Background(), o, &before)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "update: %s\n", st.LastResult)
+			// Quiet when there was nothing to decide: it runs at every
+			// boot, next to the console's shell prompt.
+			if st.LastResult != before || verbose {
+				fmt.Fprintf(cmd.OutOrStdout(), "update: %s\n", st.LastResult)
+			}
 			return nil
 		},
 	}
-	cmd.Flags().DurationVar(&o.Timeout, "timeout", 2*time.Minute, "how long a trial boot has to become healthy")
+	cmd.Flags().DurationVar(&o.Timeout, "timeout", 0, "how long a trial boot has to become healthy (default: osguard.update.timeout= on the kernel command line, else 2m)")
+	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "print the result even when nothing changed")
 	return cmd
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/osguard/osguard/initrd/bootconfig"
 )
@@ -18,6 +19,10 @@ type Cmdline struct {
 	Debug        bool   // osguard.debug=1: a shell instead of power-off on failure
 	Insecure     bool   // osguard.insecure=1: trust .platform without Secure Boot
 	Init         string // osguard.init=/path: the userland's init
+	// UpdateTimeout (osguard.update.timeout=90s) is how long an update's
+	// trial boot has to become healthy; `osguard update check-boot` reads
+	// it, the init only checks it.
+	UpdateTimeout time.Duration
 	// Unknown lists osguard.* options this init does not know (logged).
 	Unknown []string
 }
@@ -53,6 +58,11 @@ func ParseCmdline(s string) (*Cmdline, error) {
 			c.Debug, err = parseBool(val, hasVal)
 		case "osguard.insecure":
 			c.Insecure, err = parseBool(val, hasVal)
+		case "osguard.update.timeout":
+			c.UpdateTimeout, err = time.ParseDuration(val)
+			if err == nil && c.UpdateTimeout <= 0 {
+				err = fmt.Errorf("must be positive")
+			}
 		case "osguard.init":
 			c.Init = val
 			if !strings.HasPrefix(val, "/") {

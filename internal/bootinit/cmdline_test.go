@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/osguard/osguard/initrd/bootconfig"
 )
@@ -33,6 +34,9 @@ func TestParseCmdline(t *testing.T) {
 		{"bad corruption", "osguard.verity.on_corruption=ignore", Cmdline{}, "on_corruption"},
 		{"bad bool", "osguard.debug=maybe", Cmdline{}, "boolean"},
 		{"relative init", "osguard.init=sbin/init", Cmdline{}, "absolute"},
+		{"update timeout", "osguard.update.timeout=90s", Cmdline{UpdateTimeout: 90 * time.Second}, ""},
+		{"bad update timeout", "osguard.update.timeout=soon", Cmdline{}, "update.timeout"},
+		{"zero update timeout", "osguard.update.timeout=0s", Cmdline{}, "positive"},
 		{"short hash", "usrhash=abcd", Cmdline{}, "want 32 to 64"},
 		{"not hex", "usrhash=" + strings.Repeat("zz", 32), Cmdline{}, "usrhash"},
 		{"uppercase", "usrhash=" + strings.ToUpper(hash), Cmdline{}, "lowercase"},

@@ -1,38 +1,11 @@
 package efiboot
 
 import (
-	"fmt"
-	"io/fs"
 	"slices"
 	"testing"
 
 	"github.com/osguard/osguard/secureboot"
 )
-
-// memVars is a variable store in memory.
-type memVars map[string][]byte
-
-func (m memVars) Get(v secureboot.Variable) (uint32, []byte, error) {
-	b, ok := m[v.Name+"-"+v.GUID.String()]
-	if !ok {
-		return 0, nil, fmt.Errorf("%s: %w", v.Name, fs.ErrNotExist)
-	}
-	return VarAttrs, b, nil
-}
-
-func (m memVars) Set(v secureboot.Variable, _ uint32, b []byte) error {
-	m[v.Name+"-"+v.GUID.String()] = append([]byte(nil), b...)
-	return nil
-}
-
-func (m memVars) Delete(v secureboot.Variable) error {
-	k := v.Name + "-" + v.GUID.String()
-	if _, ok := m[k]; !ok {
-		return fs.ErrNotExist
-	}
-	delete(m, k)
-	return nil
-}
 
 func TestLoadOptionRoundTrip(t *testing.T) {
 	g, _ := secureboot.ParseGUID("c12a7328-f81f-11d2-ba4b-00a0c93ec93b")
@@ -57,7 +30,7 @@ func TestLoadOptionRoundTrip(t *testing.T) {
 }
 
 func TestEntriesAndOrder(t *testing.T) {
-	v := memVars{}
+	v := MemVars{}
 	writeU16s(v, varBootOrder, []uint16{0, 1})
 	v.Set(bootVar(0), VarAttrs, LoadOption{Description: "UiApp"}.Marshal())
 	v.Set(bootVar(1), VarAttrs, LoadOption{Description: "UEFI disk"}.Marshal())

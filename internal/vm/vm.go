@@ -75,6 +75,14 @@ type Config struct {
 	TPM bool
 	// TPMState is a directory holding the swtpm state; empty means a fresh one.
 	TPMState string
+	// TPMCA, when set, is a directory holding a local CA (made by
+	// swtpm_localca on first use): a TPM state without one gets an EK
+	// certificate signed by it (swtpm_setup --create-ek-cert), which a
+	// verifier trusts with --ek-ca TPMCA/issuercert.pem.
+	TPMCA string
+	// Net, when set, gives the guest QEMU user networking (virtio-net) with
+	// restrict=on: no way out but the forwards in it.
+	Net      *UserNet
 	MemoryMB int
 	// ConsoleLog, when set, receives a copy of the serial console.
 	ConsoleLog string
@@ -88,6 +96,17 @@ type Config struct {
 	// QEMU overrides the qemu-system-x86_64 binary.
 	QEMU string
 }
+
+// UserNet is QEMU user networking with restrict=on.
+type UserNet struct {
+	// GuestFwd maps a guest address to a TCP endpoint on the host:
+	// "10.0.2.100:80" → "127.0.0.1:8080". The host side must listen
+	// before the machine starts; QEMU reconnects when it drops.
+	GuestFwd map[string]string
+}
+
+// GuestFwdAddr is the guest address osguard forwards to a verifier.
+const GuestFwdAddr = "10.0.2.100:80"
 
 // Machine is a running QEMU.
 type Machine struct {
@@ -136,7 +155,7 @@ func (m *Machine) args() ([]string, error) {
 	a := []string{
 		"-machine", "q35,accel=tcg" + map[bool]string{true: ",smm=on", false: ""}[cfg.UEFI],
 		"-cpu", "max", "-m", strconv.Itoa(mem), "-smp", "1",
-		"-display", "none", "-vga", "none", "-nic", "none", "-nodefaults",
+		"-display", "none", "-vga", "none", "-nodefaults",
 		"-monitor", "none",
 		"-chardev", "stdio,id=con,signal=off", "-serial", "chardev:con",
 	}
@@ -153,6 +172,19 @@ func (m *Machine) args() ([]string, error) {
 			"-global", "ICH9-LPC.disable_s3=1",
 			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+code,
 			"-drive", "if=pflash,format=raw,unit=1,file="+m.vars)
+	}
+	if cfg.Net == nil {
+		a = append(a, "-nic", "none")
+	} else {
+		nic := "user,model=virtio-net-pci,restrict=on"
+		i := 0
+		for guest, host := range cfg.Net.GuestFwd {
+			id := fmt.Sprintf("fwd%d", i)
+			i++
+			a = append(a, "-chardev", "socket,id="+id+",host="+hostOf(host)+",port="+portOf(host)+",reconnect=1")
+			nic += ",guestfwd=tcp:" + guest + "-chardev:" + id
+		}
+		a = append(a, "-nic", nic)
 	}
 	if cfg.Kernel != "" {
 		a = append(a, "-kernel", cfg.Kernel)
@@ -284,6 +316,16 @@ func Start(ctx context.Context, cfg Config) (*Machine, error) {
 	return m, nil
 }
 
+func hostOf(hostport string) string {
+	h, _, _ := strings.Cut(hostport, ":")
+	return h
+}
+
+func portOf(hostport string) string {
+	_, p, _ := strings.Cut(hostport, ":")
+	return p
+}
+
 func (m *Machine) startTPM(ctx context.Context) error {
 	state := m.cfg.TPMState
 	if state == "" {
@@ -291,6 +333,13 @@ func (m *Machine) startTPM(ctx context.Context) error {
 	}
 	if err := os.MkdirAll(state, 0o700); err != nil {
 		return fmt.Errorf("vm: tpm state: %w", err)
+	}
+	if m.cfg.TPMCA != "" {
+		if _, err := os.Stat(filepath.Join(state, "tpm2-00.permall")); errors.Is(err, os.ErrNotExist) {
+			if err := ManufactureTPM(state, m.cfg.TPMCA); err != nil {
+				return err
+			}
+		}
 	}
 	sock := filepath.Join(m.dir, "swtpm.sock")
 	m.swtpm = exec.Command("swtpm", "socket", "--tpm2",
@@ -319,6 +368,42 @@ func (m *Machine) startTPM(ctx context.Context) error {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// ManufactureTPM creates the swtpm state in dir as a TPM vendor would: an
+// RSA and an ECC EK with certificates signed by the local CA in caDir
+// (swtpm_localca creates the CA on first use), a platform certificate, and
+// locked NV indices.
+func ManufactureTPM(dir, caDir string) error {
+	ca, err := filepath.Abs(caDir)
+	if err != nil {
+		return fmt.Errorf("vm: tpm CA: %w", err)
+	}
+	for _, d := range []string{ca, dir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return fmt.Errorf("vm: tpm: %w", err)
+		}
+	}
+	localca, err := exec.LookPath("swtpm_localca")
+	if err != nil {
+		return fmt.Errorf("vm: swtpm_localca (Debian package swtpm-tools): %w", err)
+	}
+	files := map[string]string{
+		"swtpm-localca.conf":    fmt.Sprintf("statedir = %[1]s\nsigningkey = %[1]s/signkey.pem\nissuercert = %[1]s/issuercert.pem\ncertserial = %[1]s/certserial\n", ca),
+		"swtpm-localca.options": "--platform-manufacturer osguard\n--platform-version 2.1\n--platform-model QEMU\n",
+		"swtpm_setup.conf":      fmt.Sprintf("create_certs_tool = %s\ncreate_certs_tool_config = %s/swtpm-localca.conf\ncreate_certs_tool_options = %s/swtpm-localca.options\n", localca, ca, ca),
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(ca, name), []byte(content), 0o600); err != nil {
+			return fmt.Errorf("vm: tpm CA: %w", err)
+		}
+	}
+	cmd := exec.Command("swtpm_setup", "--tpm2", "--tpmstate", dir, "--create-ek-cert", "--create-platform-cert",
+		"--lock-nvram", "--overwrite", "--config", filepath.Join(ca, "swtpm_setup.conf"))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("vm: swtpm_setup: %v: %s", err, out)
+	}
+	return nil
 }
 
 type consoleWriter struct{ m *Machine }

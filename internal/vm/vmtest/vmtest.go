@@ -31,6 +31,9 @@ func Start(t testing.TB, cfg vm.Config) *vm.Machine {
 	tools := []string{"qemu-system-x86_64"}
 	if cfg.TPM {
 		tools = append(tools, "swtpm")
+		if cfg.TPMCA != "" {
+			tools = append(tools, "swtpm_setup", "swtpm_localca")
+		}
 	}
 	testutil.NeedTool(t, tools...)
 	if cfg.UEFI {
