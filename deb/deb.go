@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path"
 	"strconv"
 	"strings"
@@ -60,6 +61,29 @@ func NewReader(r io.Reader) (*Reader, error) {
 	}
 	return &Reader{r: r}, nil
 }
+
+// File is an open .deb file.
+type File struct {
+	*Reader
+	f *os.File
+}
+
+// Open opens a .deb file for reading its members in order.
+func Open(path string) (*File, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	r, err := NewReader(bufio.NewReaderSize(f, 1<<20))
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &File{Reader: r, f: f}, nil
+}
+
+// Close closes the file.
+func (f *File) Close() error { return f.f.Close() }
 
 // Next returns the next member's name and its content, valid until the next
 // call. It returns io.EOF after the last member.

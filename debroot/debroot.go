@@ -32,12 +32,10 @@ package debroot
 
 import (
 	"archive/tar"
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path"
 	"regexp"
 	"sort"
@@ -132,15 +130,11 @@ func Write(w io.Writer, o Options) (*Result, error) {
 }
 
 func (wr *writer) unpack(debPath string) error {
-	f, err := os.Open(debPath)
+	d, err := deb.Open(debPath)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	d, err := deb.NewReader(bufio.NewReaderSize(f, 1<<20))
-	if err != nil {
-		return err
-	}
+	defer d.Close()
 	ctl, closer, err := d.Member("control.tar")
 	if err != nil {
 		return err

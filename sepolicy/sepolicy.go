@@ -2,7 +2,6 @@ package sepolicy
 
 import (
 	"archive/tar"
-	"bufio"
 	"bytes"
 	"compress/bzip2"
 	"errors"
@@ -295,15 +294,11 @@ func extract(debPath, dst string, keep func(string) bool) error {
 // walkData calls fn for each entry of a package's data.tar, with the path
 // cleaned and without its leading "./".
 func walkData(debPath string, fn func(name string, h *tar.Header, r io.Reader) error) error {
-	f, err := os.Open(debPath)
+	d, err := deb.Open(debPath)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	d, err := deb.NewReader(bufio.NewReaderSize(f, 1<<20))
-	if err != nil {
-		return err
-	}
+	defer d.Close()
 	tr, closer, err := d.Member("data.tar")
 	if err != nil {
 		return err
