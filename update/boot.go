@@ -48,10 +48,8 @@ type CheckOptions struct {
 func DefaultHealth() (bool, string) {
 	st := node.Collect(node.Options{})
 	var bad []string
-	for _, c := range st.Checks {
-		if !c.OK && c.Name != "debug-console" {
-			bad = append(bad, c.Name+": "+c.Detail)
-		}
+	for _, c := range st.Failed(node.CheckDebugConsole) {
+		bad = append(bad, c.Name+": "+c.Detail)
 	}
 	if len(bad) > 0 || len(st.Checks) == 0 {
 		return false, strings.Join(bad, "; ")
