@@ -22,3 +22,24 @@ func AddUser(desc string, payload []byte) (int, error) {
 	}
 	return id, nil
 }
+
+// AddProcess adds a key of type "user" to the calling process's keyring
+// (@p), which the kernel searches for that process only. A daemon that
+// creates dm-verity devices uses it: a systemd service's session keyring
+// is private and not linked to the user keyring, but the process keyring is
+// always searched. Invalidate the key once the table is loaded.
+func AddProcess(desc string, payload []byte) (int, error) {
+	id, err := unix.AddKey("user", desc, payload, unix.KEY_SPEC_PROCESS_KEYRING)
+	if err != nil {
+		return 0, fmt.Errorf("keyring: add process key %q: %w", desc, err)
+	}
+	return id, nil
+}
+
+// Invalidate removes key id from every keyring at once (KEYCTL_INVALIDATE).
+func Invalidate(id int) error {
+	if _, err := unix.KeyctlInt(unix.KEYCTL_INVALIDATE, id, 0, 0, 0); err != nil {
+		return fmt.Errorf("keyring: invalidate key %d: %w", id, err)
+	}
+	return nil
+}
