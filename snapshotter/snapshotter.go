@@ -148,7 +148,9 @@ func dirUsage(dir string) (snapshots.Usage, error) {
 			return nil
 		}
 		u.Inodes++
-		u.Size += fi.Size()
+		if fi.Mode().IsRegular() {
+			u.Size += fi.Size()
+		}
 		return nil
 	})
 	return u, err
