@@ -17,18 +17,18 @@ import (
 
 // PullResult says what Pull wrote.
 type PullResult struct {
-	Layout string // the layout directory written
+	Layout string `json:"layout"` // the layout directory written
 	// Refs are the full image references the layout names, one per image
 	// (io.containerd.image.name of its index.json entry): the node imports
 	// them under these names.
-	Refs []string
+	Refs []string `json:"refs"`
 	// RefName is the image's org.opencontainers.image.ref.name in the
 	// layout (the tag; empty for a pull by digest), as in oci:LAYOUT:RefName.
-	RefName   string
-	Image     ocispec.Descriptor   // the image entry of index.json
-	Referrers []ocispec.Descriptor // the referrer entries of index.json (artifactType set), subjects first
-	Bytes     int64                // bytes downloaded
-	Duration  time.Duration
+	RefName   string               `json:"refName"`
+	Image     ocispec.Descriptor   `json:"image"`     // the image entry of index.json
+	Referrers []ocispec.Descriptor `json:"referrers"` // the referrer entries of index.json (artifactType set), subjects first
+	Bytes     int64                `json:"bytes"`     // bytes downloaded
+	Duration  time.Duration        `json:"durationNs"`
 }
 
 // DefaultPlatform is the platform Pull selects from an index by default.

@@ -16,11 +16,11 @@ import (
 
 // PushResult says what Push sent.
 type PushResult struct {
-	Target    string               // the reference pushed to, canonical
-	Image     ocispec.Descriptor   // the image manifest or index the tag names
-	Referrers []ocispec.Descriptor // referrers pushed (artifactType set), subjects first
-	Bytes     int64                // bytes uploaded (blobs already present not counted)
-	Duration  time.Duration
+	Target    string               `json:"target"`    // the reference pushed to, canonical
+	Image     ocispec.Descriptor   `json:"image"`     // the image manifest or index the tag names
+	Referrers []ocispec.Descriptor `json:"referrers"` // referrers pushed (artifactType set), subjects first
+	Bytes     int64                `json:"bytes"`     // bytes uploaded (blobs already present not counted)
+	Duration  time.Duration        `json:"durationNs"`
 }
 
 // Push pushes the image that layoutRef names in the OCI image layout

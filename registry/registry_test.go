@@ -3,9 +3,6 @@ package registry
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
@@ -40,41 +37,7 @@ func run(t testing.TB, name string, args ...string) []byte {
 	return out
 }
 
-// sampleLayout makes an OCI layout with umoci: image "latest" with one
-// layer holding /opt/hello/{a.txt,rand} (rand: size random bytes). It
-// returns the layout directory.
-func sampleLayout(t testing.TB, size int) string {
-	t.Helper()
-	testutil.NeedTool(t, "umoci")
-	dir := t.TempDir()
-	layout := filepath.Join(dir, "layout")
-	run(t, "umoci", "init", "--layout", layout)
-	run(t, "umoci", "new", "--image", layout+":latest")
-	src := filepath.Join(dir, "src")
-	os.MkdirAll(src, 0o755)
-	if err := os.WriteFile(filepath.Join(src, "a.txt"), []byte("hello from osguard\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	rnd := make([]byte, size)
-	rand.Read(rnd)
-	if err := os.WriteFile(filepath.Join(src, "rand"), rnd, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	run(t, "umoci", "insert", "--image", layout+":latest", src, "/opt/hello")
-	return layout
-}
-
-// writeBlob stores b in the layout and returns its descriptor.
-func writeBlob(t testing.TB, layout, mediaType string, b []byte) ocispec.Descriptor {
-	t.Helper()
-	sum := sha256.Sum256(b)
-	h := hex.EncodeToString(sum[:])
-	if err := os.WriteFile(filepath.Join(layout, "blobs", "sha256", h), b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return ocispec.Descriptor{MediaType: mediaType, Digest: digest.Digest("sha256:" + h), Size: int64(len(b))}
-}
-
+// readIndex reads a layout's index.json with the package's own checks.
 func readIndex(t testing.TB, layout string) *ocispec.Index {
 	t.Helper()
 	idx, err := readIndexFile(layout)
@@ -82,54 +45,6 @@ func readIndex(t testing.TB, layout string) *ocispec.Index {
 		t.Fatal(err)
 	}
 	return idx
-}
-
-func writeIndex(t testing.TB, layout string, idx *ocispec.Index) {
-	t.Helper()
-	b, _ := json.Marshal(idx)
-	if err := os.WriteFile(filepath.Join(layout, "index.json"), b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// addReferrer adds to the layout an artifact manifest (the shape of
-// osguard's signature referrer: empty config, one blob, subject) whose
-// subject is the entry named ref, lists it in index.json and returns it.
-func addReferrer(t testing.TB, layout, ref, artifactType string, payload []byte) ocispec.Descriptor {
-	t.Helper()
-	idx := readIndex(t, layout)
-	subject, err := resolveLayoutRef(idx, ref, func(ocispec.Descriptor) (bool, error) { return false, nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	subject.Annotations = nil
-	empty := writeBlob(t, layout, ocispec.MediaTypeEmptyJSON, []byte("{}"))
-	empty.Data = []byte("{}")
-	doc := writeBlob(t, layout, artifactType, payload)
-	m := ocispec.Manifest{
-		MediaType:    ocispec.MediaTypeImageManifest,
-		ArtifactType: artifactType,
-		Config:       empty,
-		Layers:       []ocispec.Descriptor{doc},
-		Subject:      &subject,
-		Annotations:  map[string]string{"org.opencontainers.image.created": "2026-01-01T00:00:00Z"},
-	}
-	m.SchemaVersion = 2
-	b, _ := json.Marshal(m)
-	d := writeBlob(t, layout, ocispec.MediaTypeImageManifest, b)
-	d.ArtifactType = artifactType
-	idx.Manifests = append(idx.Manifests, d)
-	writeIndex(t, layout, idx)
-	return d
-}
-
-func blobBytes(t testing.TB, layout string, d ocispec.Descriptor) []byte {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(layout, "blobs", d.Digest.Algorithm().String(), d.Digest.Encoded()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
 
 type skopeoInspect struct {
@@ -172,15 +87,12 @@ func fallbackIndex(t testing.TB, reg *registrytest.Registry, repo string, subjec
 func TestPushPullWithReferrers(t *testing.T) {
 	testutil.NeedTool(t, "skopeo", "umoci")
 	reg := registrytest.Start(t)
-	layout := sampleLayout(t, 1<<20)
-	image, err := resolveLayoutRef(readIndex(t, layout), "latest", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sig1 := addReferrer(t, layout, "latest", sigArtifactType, []byte(`{"schemaVersion":1,"layers":[]}`))
-	sig2 := addReferrer(t, layout, "latest", sigArtifactType, []byte(`{"schemaVersion":1,"layers":[],"key":"second"}`))
+	layout := registrytest.SampleLayout(t, 1<<20)
+	image := registrytest.Entry(t, layout, "latest")
+	sig1 := registrytest.AddReferrer(t, layout, "latest", sigArtifactType, []byte(`{"schemaVersion":1,"layers":[]}`))
+	sig2 := registrytest.AddReferrer(t, layout, "latest", sigArtifactType, []byte(`{"schemaVersion":1,"layers":[],"key":"second"}`))
 	// A referrer of a referrer (e.g. an attestation of the signatures).
-	sub := addReferrer(t, layout, sig1.Digest.String(), "application/vnd.example.note.v1", []byte("note"))
+	sub := registrytest.AddReferrer(t, layout, sig1.Digest.String(), "application/vnd.example.note.v1", []byte("note"))
 
 	var progress bytes.Buffer
 	ctx := context.Background()
@@ -247,7 +159,7 @@ func TestPushPullWithReferrers(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(bundle, "rootfs", "opt", "hello", "a.txt")); err != nil || string(b) != "hello from osguard\n" {
 		t.Fatalf("unpacked a.txt: %q, %v", b, err)
 	}
-	origRand, _ := os.ReadFile(filepath.Join(filepath.Dir(layout), "src", "rand"))
+	origRand, _ := os.ReadFile(registrytest.SampleRand(layout))
 	if b, err := os.ReadFile(filepath.Join(bundle, "rootfs", "opt", "hello", "rand")); err != nil || !bytes.Equal(b, origRand) {
 		t.Fatalf("unpacked rand differs from the original (%v)", err)
 	}
@@ -260,13 +172,13 @@ func TestPushPullWithReferrers(t *testing.T) {
 		t.Errorf("image entry annotations: %v", idx.Manifests[0].Annotations)
 	}
 	for _, r := range []ocispec.Descriptor{sig1, sig2, sub} {
-		if !bytes.Equal(blobBytes(t, dst, r), blobBytes(t, layout, r)) {
+		if !bytes.Equal(registrytest.BlobBytes(t, dst, r), registrytest.BlobBytes(t, layout, r)) {
 			t.Errorf("referrer %s differs after the round trip", r.Digest)
 		}
 		var m ocispec.Manifest
-		json.Unmarshal(blobBytes(t, dst, r), &m)
+		json.Unmarshal(registrytest.BlobBytes(t, dst, r), &m)
 		for _, l := range m.Layers {
-			if !bytes.Equal(blobBytes(t, dst, l), blobBytes(t, layout, l)) {
+			if !bytes.Equal(registrytest.BlobBytes(t, dst, l), registrytest.BlobBytes(t, layout, l)) {
 				t.Errorf("referrer %s: blob %s differs after the round trip", r.Digest, l.Digest)
 			}
 		}
@@ -295,38 +207,34 @@ func TestPushPullWithReferrers(t *testing.T) {
 // that the choice is visible only through the descriptor) and names it tag.
 func addIndex(t testing.TB, layout, ref, tag string) (index ocispec.Descriptor, amd64 ocispec.Descriptor) {
 	t.Helper()
-	idx := readIndex(t, layout)
-	m, err := resolveLayoutRef(idx, ref, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.Annotations = nil
+	idx := registrytest.ReadIndex(t, layout)
+	m := registrytest.Entry(t, layout, ref)
 	amd64, arm64 := m, m
 	amd64.Platform = &ocispec.Platform{OS: "linux", Architecture: "amd64"}
 	// arm64 gets a manifest of its own: the same content with an annotation.
 	var man ocispec.Manifest
-	json.Unmarshal(blobBytes(t, layout, m), &man)
+	json.Unmarshal(registrytest.BlobBytes(t, layout, m), &man)
 	man.Annotations = map[string]string{"arch": "arm64"}
 	b, _ := json.Marshal(man)
-	arm64 = writeBlob(t, layout, ocispec.MediaTypeImageManifest, b)
+	arm64 = registrytest.WriteBlob(t, layout, ocispec.MediaTypeImageManifest, b)
 	arm64.Platform = &ocispec.Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}
 	ix := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{arm64, amd64}}
 	ix.SchemaVersion = 2
 	b, _ = json.Marshal(ix)
-	index = writeBlob(t, layout, ocispec.MediaTypeImageIndex, b)
+	index = registrytest.WriteBlob(t, layout, ocispec.MediaTypeImageIndex, b)
 	entry := index
 	entry.Annotations = map[string]string{ocispec.AnnotationRefName: tag}
 	idx.Manifests = append(idx.Manifests, entry)
-	writeIndex(t, layout, idx)
+	registrytest.WriteIndex(t, layout, idx)
 	return index, amd64
 }
 
 func TestPullIndexPlatforms(t *testing.T) {
 	testutil.NeedTool(t, "skopeo", "umoci")
 	reg := registrytest.Start(t)
-	layout := sampleLayout(t, 4096)
+	layout := registrytest.SampleLayout(t, 4096)
 	index, amd64 := addIndex(t, layout, "latest", "multi")
-	sig := addReferrer(t, layout, amd64.Digest.String(), sigArtifactType, []byte(`{"schemaVersion":1,"layers":[]}`))
+	sig := registrytest.AddReferrer(t, layout, amd64.Digest.String(), sigArtifactType, []byte(`{"schemaVersion":1,"layers":[]}`))
 	ctx := context.Background()
 	target := reg.Addr + "/osguard/multi:v1"
 	pres, err := Push(ctx, layout, "multi", target, Options{})
@@ -376,8 +284,8 @@ func TestPullIndexPlatforms(t *testing.T) {
 func TestPullErrors(t *testing.T) {
 	testutil.NeedTool(t, "umoci")
 	reg := registrytest.Start(t)
-	layout := sampleLayout(t, 64<<10)
-	addReferrer(t, layout, "latest", sigArtifactType, []byte(`{"schemaVersion":1,"layers":[]}`))
+	layout := registrytest.SampleLayout(t, 64<<10)
+	registrytest.AddReferrer(t, layout, "latest", sigArtifactType, []byte(`{"schemaVersion":1,"layers":[]}`))
 	ctx := context.Background()
 	if _, err := Push(ctx, layout, "latest", reg.Addr+"/osguard/good:v1", Options{}); err != nil {
 		t.Fatal(err)
@@ -386,9 +294,9 @@ func TestPullErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Corrupt the layer in the registry's storage: same size, one byte off.
-	image, _ := resolveLayoutRef(readIndex(t, layout), "latest", nil)
+	image := registrytest.Entry(t, layout, "latest")
 	var man ocispec.Manifest
-	json.Unmarshal(blobBytes(t, layout, image), &man)
+	json.Unmarshal(registrytest.BlobBytes(t, layout, image), &man)
 	p := reg.BlobPath(man.Layers[0].Digest.String())
 	b, err := os.ReadFile(p)
 	if err != nil {
@@ -446,7 +354,7 @@ func TestPullErrors(t *testing.T) {
 func TestPushErrors(t *testing.T) {
 	testutil.NeedTool(t, "umoci")
 	reg := registrytest.Start(t)
-	layout := sampleLayout(t, 4096)
+	layout := registrytest.SampleLayout(t, 4096)
 	down, _ := net.Listen("tcp", "127.0.0.1:0")
 	downAddr := down.Addr().String()
 	down.Close()
