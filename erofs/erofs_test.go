@@ -165,17 +165,7 @@ func TestFsckCatchesCorruption(t *testing.T) {
 
 func mount(t *testing.T, img string) string {
 	t.Helper()
-	testutil.NeedRoot(t)
-	mnt := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "erofs", "-o", "loop,ro", img, mnt).CombinedOutput(); err != nil {
-		t.Fatalf("mount %s: %v\n%s", img, err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
-			t.Errorf("umount: %v\n%s", err, out)
-		}
-	})
-	return mnt
+	return testutil.MountErofs(t, img)
 }
 
 type entry struct {

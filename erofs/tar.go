@@ -24,6 +24,18 @@ import (
 // written. Otherwise contents are copied to an unlinked spool file in
 // tempDir (os.TempDir() when empty). Close the tree to release the spool.
 func TreeFromTar(r io.Reader, tempDir string) (*Tree, error) {
+	return treeFromTar(r, tempDir, true)
+}
+
+// TreeFromPlainTar is TreeFromTar for a stream known to be an uncompressed
+// tar: no compression is detected, so a tar whose first bytes happen to
+// look like a compression magic is still read as a tar. Callers that
+// decompress (and digest) the stream themselves use it.
+func TreeFromPlainTar(r io.Reader, tempDir string) (*Tree, error) {
+	return treeFromTar(r, tempDir, false)
+}
+
+func treeFromTar(r io.Reader, tempDir string, detect bool) (*Tree, error) {
 	t := NewTree()
 	b := &tarBuilder{t: t, tempDir: tempDir}
 	if f, ok := r.(*os.File); ok {
@@ -31,13 +43,13 @@ func TreeFromTar(r io.Reader, tempDir string) (*Tree, error) {
 			pos, err := f.Seek(0, io.SeekCurrent)
 			head := make([]byte, 6)
 			n, _ := f.ReadAt(head, pos)
-			if err == nil && tarfs.Detect(head[:n]) == tarfs.None {
+			if err == nil && (!detect || tarfs.Detect(head[:n]) == tarfs.None) {
 				b.file, b.fileSize = f, fi.Size()
 			}
 		}
 	}
 	src := r
-	if b.file == nil {
+	if b.file == nil && detect {
 		dr, _, release, err := tarfs.Decompress(r)
 		if err != nil {
 			return nil, fmt.Errorf("erofs: %w", err)

@@ -51,18 +51,8 @@ func Format(data io.ReaderAt, hash io.WriterAt, p Params) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !p.NoSuperblock {
-		sb, err := superblockFor(&p).MarshalBinary()
-		if err != nil {
-			return nil, err
-		}
-		// Zero the rest of the superblock's hash block, as a fresh
-		// veritysetup hash file reads.
-		b := make([]byte, l.treeStart*uint64(l.hbs)-p.HashOffset)
-		copy(b, sb)
-		if _, err := hash.WriteAt(b, int64(p.HashOffset)); err != nil {
-			return nil, fmt.Errorf("verity: write superblock: %w", err)
-		}
+	if err := writeSuperblock(hash, l, &p); err != nil {
+		return nil, err
 	}
 	var root []byte
 	if l.levels == 0 {
@@ -79,6 +69,25 @@ func Format(data io.ReaderAt, hash io.WriterAt, p Params) (*Result, error) {
 	res := resultOf(l, &p)
 	res.RootHash = root
 	return res, nil
+}
+
+// writeSuperblock writes the superblock unless p.NoSuperblock.
+func writeSuperblock(hash io.WriterAt, l *layout, p *Params) error {
+	if p.NoSuperblock {
+		return nil
+	}
+	sb, err := superblockFor(p).MarshalBinary()
+	if err != nil {
+		return err
+	}
+	// Zero the rest of the superblock's hash block, as a fresh
+	// veritysetup hash file reads.
+	b := make([]byte, l.treeStart*uint64(l.hbs)-p.HashOffset)
+	copy(b, sb)
+	if _, err := hash.WriteAt(b, int64(p.HashOffset)); err != nil {
+		return fmt.Errorf("verity: write superblock: %w", err)
+	}
+	return nil
 }
 
 // Layout returns where a tree with parameters p (DataBlocks set) lives,

@@ -72,3 +72,21 @@ func Artifacts(t testing.TB) *artifacts.Set {
 	}
 	return a
 }
+
+// MountErofs mounts the EROFS image img read-only through a loop device
+// (root needed: stops the test via Missing otherwise) and unmounts it when
+// the test ends. It returns the mount point.
+func MountErofs(t testing.TB, img string) string {
+	t.Helper()
+	NeedRoot(t)
+	mnt := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "erofs", "-o", "loop,ro", img, mnt).CombinedOutput(); err != nil {
+		t.Fatalf("mount %s: %v\n%s", img, err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
+			t.Errorf("umount: %v\n%s", err, out)
+		}
+	})
+	return mnt
+}
