@@ -21,24 +21,6 @@ const MaxManifestSize = 4 << 20
 // an exported layout; containerd's importer uses it before ref.name.
 const AnnotationImageName = "io.containerd.image.name"
 
-// readIndexFile reads and checks a layout's index.json.
-func readIndexFile(dir string) (*ocispec.Index, error) {
-	f, err := os.Open(filepath.Join(dir, ocispec.ImageIndexFile))
-	if err != nil {
-		return nil, fmt.Errorf("OCI layout %s: %w", dir, err)
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, MaxManifestSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("OCI layout %s: %w", dir, err)
-	}
-	idx, err := parseIndex(b)
-	if err != nil {
-		return nil, fmt.Errorf("OCI layout %s: index.json: %w", dir, err)
-	}
-	return idx, nil
-}
-
 // parseIndex parses an image index (index.json, or an index manifest) and
 // checks what the rest of this package relies on: schemaVersion 2, known
 // manifest media types, valid sha256 digests and sane sizes.
@@ -131,75 +113,6 @@ func (m *manifestHead) artifactType() string {
 	return ""
 }
 
-// resolveLayoutRef picks the index.json entry that ref names: the entry
-// whose org.opencontainers.image.ref.name is ref, or whose digest is ref.
-// An empty ref names the only entry with a ref name, or, when no entry has
-// one, the only entry that is not a referrer (isReferrer decides).
-func resolveLayoutRef(idx *ocispec.Index, ref string, isReferrer func(ocispec.Descriptor) (bool, error)) (ocispec.Descriptor, error) {
-	var named []ocispec.Descriptor
-	var names []string
-	for _, d := range idx.Manifests {
-		if n, ok := d.Annotations[ocispec.AnnotationRefName]; ok {
-			named = append(named, d)
-			names = append(names, n)
-		}
-	}
-	if ref != "" {
-		var hit []ocispec.Descriptor
-		for _, d := range idx.Manifests {
-			if d.Annotations[ocispec.AnnotationRefName] == ref || d.Digest.String() == ref {
-				hit = append(hit, d)
-			}
-		}
-		switch {
-		case len(hit) == 0:
-			return ocispec.Descriptor{}, fmt.Errorf("no image named %q in the layout (names: %s)", ref, listNames(names))
-		case len(hit) > 1 && !sameDigest(hit):
-			return ocispec.Descriptor{}, fmt.Errorf("%d different images are named %q in the layout", len(hit), ref)
-		}
-		return hit[0], nil
-	}
-	if len(named) == 1 {
-		return named[0], nil
-	}
-	if len(named) > 1 {
-		return ocispec.Descriptor{}, fmt.Errorf("the layout holds %d images (%s): name one as LAYOUT:REF", len(named), listNames(names))
-	}
-	var images []ocispec.Descriptor
-	for _, d := range idx.Manifests {
-		r, err := isReferrer(d)
-		if err != nil {
-			return ocispec.Descriptor{}, err
-		}
-		if !r {
-			images = append(images, d)
-		}
-	}
-	if len(images) != 1 {
-		return ocispec.Descriptor{}, fmt.Errorf("the layout holds %d unnamed images: name one by digest as LAYOUT:sha256:HEX", len(images))
-	}
-	return images[0], nil
-}
-
-func sameDigest(ds []ocispec.Descriptor) bool {
-	for _, d := range ds[1:] {
-		if d.Digest != ds[0].Digest {
-			return false
-		}
-	}
-	return true
-}
-
-func listNames(names []string) string {
-	if len(names) == 0 {
-		return "none"
-	}
-	if len(names) > 10 {
-		return strings.Join(names[:10], ", ") + fmt.Sprintf(" and %d more", len(names)-10)
-	}
-	return strings.Join(names, ", ")
-}
-
 // selectPlatform picks the manifest for platform p from an index's
 // manifests: os and architecture must match, and the variant too when p
 // names one. The first match wins, as in containerd.
@@ -273,4 +186,15 @@ func writeSynced(path string, b []byte) error {
 		err = cerr
 	}
 	return err
+}
+
+// listNames joins names for an error message, the first ten of them.
+func listNames(names []string) string {
+	if len(names) == 0 {
+		return "none"
+	}
+	if len(names) > 10 {
+		return strings.Join(names[:10], ", ") + fmt.Sprintf(" and %d more", len(names)-10)
+	}
+	return strings.Join(names, ", ")
 }

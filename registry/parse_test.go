@@ -66,45 +66,6 @@ func desc(mt string, n byte, ann map[string]string) ocispec.Descriptor {
 	return ocispec.Descriptor{MediaType: mt, Digest: digest.Digest("sha256:" + strings.Repeat(string([]byte{n}), 64)), Size: 100, Annotations: ann}
 }
 
-func TestResolveLayoutRef(t *testing.T) {
-	man := ocispec.MediaTypeImageManifest
-	a := desc(man, 'a', map[string]string{ocispec.AnnotationRefName: "latest"})
-	b := desc(man, 'b', map[string]string{ocispec.AnnotationRefName: "v2"})
-	a2 := desc(man, 'a', map[string]string{ocispec.AnnotationRefName: "latest"})
-	c := desc(man, 'c', map[string]string{ocispec.AnnotationRefName: "latest"})
-	sig := desc(man, 'd', nil)
-	plain := desc(man, 'e', nil)
-	referrer := func(d ocispec.Descriptor) (bool, error) { return d.Digest == sig.Digest, nil }
-	for _, tc := range []struct {
-		name    string
-		entries []ocispec.Descriptor
-		ref     string
-		want    digest.Digest
-		err     string
-	}{
-		{"only named", []ocispec.Descriptor{a, sig}, "", a.Digest, ""},
-		{"by name", []ocispec.Descriptor{a, b, sig}, "v2", b.Digest, ""},
-		{"by digest", []ocispec.Descriptor{a, b}, b.Digest.String(), b.Digest, ""},
-		{"same name same digest", []ocispec.Descriptor{a, a2}, "latest", a.Digest, ""},
-		{"same name two digests", []ocispec.Descriptor{a, c}, "latest", "", "2 different images"},
-		{"two named, none asked", []ocispec.Descriptor{a, b}, "", "", "name one as LAYOUT:REF"},
-		{"unknown", []ocispec.Descriptor{a}, "v9", "", `no image named "v9" in the layout (names: latest)`},
-		{"unnamed image and referrer", []ocispec.Descriptor{sig, plain}, "", plain.Digest, ""},
-		{"unnamed, two images", []ocispec.Descriptor{plain, desc(man, 'f', nil)}, "", "", "2 unnamed images"},
-		{"empty", nil, "", "", "0 unnamed images"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := resolveLayoutRef(&ocispec.Index{Manifests: tc.entries}, tc.ref, referrer)
-			if errCase(t, err, tc.err) {
-				return
-			}
-			if got.Digest != tc.want {
-				t.Fatalf("got %v, %v; want %v", got.Digest, err, tc.want)
-			}
-		})
-	}
-}
-
 func TestSelectPlatform(t *testing.T) {
 	man := ocispec.MediaTypeImageManifest
 	withP := func(n byte, os, arch, variant string) ocispec.Descriptor {
@@ -242,11 +203,8 @@ func FuzzParseIndex(f *testing.F) {
 				t.Fatalf("parseIndex accepted %+v", d)
 			}
 		}
-		selectPlatform(idx, DefaultPlatform)
-		for _, ref := range []string{"", "latest"} {
-			if d, err := resolveLayoutRef(idx, ref, func(ocispec.Descriptor) (bool, error) { return false, nil }); err == nil && checkDescriptor(d) != nil {
-				t.Fatalf("resolveLayoutRef returned a bad descriptor %+v", d)
-			}
+		if d, err := selectPlatform(idx, DefaultPlatform); err == nil && (d.Platform == nil || !isManifest(d.MediaType)) {
+			t.Fatalf("selectPlatform returned %+v", d)
 		}
 	})
 }

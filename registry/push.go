@@ -8,9 +8,10 @@ import (
 	"time"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/osguard/osguard/oci"
 	"oras.land/oras-go/v2"
-	"oras.land/oras-go/v2/content"
-	"oras.land/oras-go/v2/content/oci"
+	orasoci "oras.land/oras-go/v2/content/oci"
 	"oras.land/oras-go/v2/registry/remote"
 )
 
@@ -24,7 +25,8 @@ type PushResult struct {
 }
 
 // Push pushes the image that layoutRef names in the OCI image layout
-// directory layoutDir (see resolveLayoutRef: "" names the only image) to
+// directory layoutDir (as oci.Layout.Resolve reads it: "" names the only
+// image) to
 // target "HOST[:PORT]/REPO:TAG", with every referrer of it that the layout
 // holds. A registry without the referrers API gets the referrers tag
 // schema's index ("sha256-<hex>").
@@ -37,43 +39,25 @@ func Push(ctx context.Context, layoutDir, layoutRef, target string, opts Options
 	if ref.Tag == "" || ref.Digest != "" {
 		return nil, fmt.Errorf("push target %s: want HOST[:PORT]/REPO:TAG (a tag, no digest)", ref)
 	}
-	idx, err := readIndexFile(layoutDir)
-	if err != nil {
-		return nil, err
-	}
-	src, err := oci.NewFromFS(ctx, os.DirFS(layoutDir))
+	layout, err := oci.Open(layoutDir)
 	if err != nil {
 		return nil, fmt.Errorf("OCI layout %s: %w", layoutDir, err)
 	}
-	head := func(d ocispec.Descriptor) (*manifestHead, error) {
-		b, err := content.FetchAll(ctx, src, d)
-		if err != nil {
-			return nil, fmt.Errorf("OCI layout %s: manifest %s: %w", layoutDir, d.Digest, err)
-		}
-		h, err := parseManifestHead(b)
-		if err != nil {
-			return nil, fmt.Errorf("OCI layout %s: manifest %s: %w", layoutDir, d.Digest, err)
-		}
-		return h, nil
-	}
-	root, err := resolveLayoutRef(idx, layoutRef, func(d ocispec.Descriptor) (bool, error) {
-		h, err := head(d)
-		return err == nil && h.Subject != nil, err
-	})
+	defer layout.Close()
+	root, err := layout.Resolve(layoutRef)
 	if err != nil {
 		return nil, fmt.Errorf("OCI layout %s: %w", layoutDir, err)
 	}
+	root.Annotations = nil
 	subjects := []ocispec.Descriptor{root}
 	if isIndex(root.MediaType) {
-		b, err := content.FetchAll(ctx, src, root)
+		images, err := layout.Images(root)
 		if err != nil {
-			return nil, fmt.Errorf("OCI layout %s: index %s: %w", layoutDir, root.Digest, err)
+			return nil, fmt.Errorf("OCI layout %s: %w", layoutDir, err)
 		}
-		child, err := parseIndex(b)
-		if err != nil {
-			return nil, fmt.Errorf("OCI layout %s: index %s: %w", layoutDir, root.Digest, err)
+		for _, im := range images {
+			subjects = append(subjects, im.Descriptor)
 		}
-		subjects = append(subjects, child.Manifests...)
 	}
 	// The layout's referrers of the image, then of those, breadth first.
 	var referrers []ocispec.Descriptor
@@ -81,31 +65,28 @@ func Push(ctx context.Context, layoutDir, layoutRef, target string, opts Options
 	for depth := 0; depth < maxReferrerDepth && len(subjects) > 0; depth++ {
 		var next []ocispec.Descriptor
 		for _, s := range subjects {
-			preds, err := src.Predecessors(ctx, s)
+			rs, err := layout.Referrers(s.Digest, "")
 			if err != nil {
 				return nil, fmt.Errorf("OCI layout %s: referrers of %s: %w", layoutDir, s.Digest, err)
 			}
-			for _, p := range preds {
-				if seen[p.Digest.String()] || !isManifest(p.MediaType) && !isIndex(p.MediaType) {
+			for _, r := range rs {
+				if seen[r.Digest.String()] {
 					continue
 				}
-				h, err := head(p)
-				if err != nil {
-					return nil, err
-				}
-				if h.Subject == nil || h.Subject.Digest != s.Digest {
-					continue // e.g. an index that lists the manifest
-				}
-				seen[p.Digest.String()] = true
-				p.ArtifactType = h.artifactType()
-				referrers = append(referrers, p)
-				next = append(next, p)
+				seen[r.Digest.String()] = true
+				referrers = append(referrers, r)
+				next = append(next, r)
 				if len(referrers) > opts.maxReferrers() {
 					return nil, fmt.Errorf("OCI layout %s: more than %d referrers", layoutDir, opts.maxReferrers())
 				}
 			}
 		}
 		subjects = next
+	}
+	// oras copies from its own read-only view of the same directory.
+	src, err := orasoci.NewFromFS(ctx, os.DirFS(layoutDir))
+	if err != nil {
+		return nil, fmt.Errorf("OCI layout %s: %w", layoutDir, err)
 	}
 
 	repo, err := opts.repository(ref)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/osguard/osguard/internal/registrytest"
 	"github.com/osguard/osguard/internal/testutil"
+	"github.com/osguard/osguard/oci"
 )
 
 // sigArtifactType is osguard's layer signature artifact type (package
@@ -37,14 +38,16 @@ func run(t testing.TB, name string, args ...string) []byte {
 	return out
 }
 
-// readIndex reads a layout's index.json with the package's own checks.
+// readIndex reads a layout's index.json with package oci's checks.
 func readIndex(t testing.TB, layout string) *ocispec.Index {
 	t.Helper()
-	idx, err := readIndexFile(layout)
+	l, err := oci.Open(layout)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return idx
+	defer l.Close()
+	idx := l.Index()
+	return &idx
 }
 
 type skopeoInspect struct {
@@ -362,8 +365,8 @@ func TestPushErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name, layout, ref, target, want string
 	}{
-		{"unknown layout ref", layout, "nope", reg.Addr + "/osguard/x:v1", `no image named "nope"`},
-		{"not a layout", t.TempDir(), "", reg.Addr + "/osguard/x:v1", "index.json"},
+		{"unknown layout ref", layout, "nope", reg.Addr + "/osguard/x:v1", `no image "nope" in the layout`},
+		{"not a layout", t.TempDir(), "", reg.Addr + "/osguard/x:v1", "not an OCI image layout"},
 		{"target without tag", layout, "", reg.Addr + "/osguard/x", "no tag or digest"},
 		{"target by digest", layout, "", reg.Addr + "/osguard/x@sha256:" + strings.Repeat("0", 64), "want HOST[:PORT]/REPO:TAG"},
 		{"registry down", layout, "", downAddr + "/osguard/x:v1", "unreachable"},

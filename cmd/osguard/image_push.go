@@ -5,11 +5,11 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
 
+	"github.com/osguard/osguard/oci"
 	"github.com/osguard/osguard/registry"
 )
 
@@ -65,7 +65,7 @@ HTTPS is the default; loopback registries (127.0.0.1, ::1, localhost) and
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			layout, ref, _ := strings.Cut(args[0], ":")
+			layout, ref := oci.SplitRef(args[0])
 			ctx, stop := signalContext()
 			defer stop()
 			res, err := registry.Push(ctx, layout, ref, args[1], rf.options(cmd))

@@ -54,7 +54,7 @@ func TestImagePushPull(t *testing.T) {
 		{"pull without --layout", []string{"image", "pull", target}, 2, "pull needs --layout DIR"},
 		{"pull bad platform", []string{"image", "pull", target, "--layout", filepath.Join(t.TempDir(), "x"), "--platform", "linux"}, 2, "want OS/ARCH"},
 		{"pull unknown tag", []string{"image", "pull", "-q", reg.Addr + "/osguard/cli:nope", "--layout", filepath.Join(t.TempDir(), "x")}, 1, "not found in the registry"},
-		{"push unknown layout ref", []string{"image", "push", "-q", layout + ":nope", target}, 1, `no image named "nope"`},
+		{"push unknown layout ref", []string{"image", "push", "-q", layout + ":nope", target}, 1, `no image "nope" in the layout`},
 		{"pull into non-empty dir", []string{"image", "pull", "-q", target, "--layout", dst}, 1, "not empty"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
