@@ -1,0 +1,74 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/osguard/osguard/registry"
+)
+
+func init() { registerImage(newImagePullCmd) }
+
+func newImagePullCmd() *cobra.Command {
+	var rf registryFlags
+	var layout, platform string
+	var all bool
+	cmd := &cobra.Command{
+		Use:   "pull HOST[:PORT]/REPO:TAG --layout DIR",
+		Short: "Pull an image and its signature referrers from a registry into an OCI layout",
+		Long: `pull fetches the image (from an index: the linux/amd64 image, or --platform,
+or with --all-platforms the whole index) with its referrers, such as the layer
+signatures 'osguard image sign' made, and writes them as the OCI image layout
+DIR: index.json names the image by its tag (org.opencontainers.image.ref.name)
+and full reference (io.containerd.image.name), and lists each referrer with
+its artifactType. DIR must not exist or be empty; the layout appears there
+only when everything arrived with the right digests.
+
+Referrers come from the registry's referrers API when it has one, else from
+the OCI 1.1 referrers tag schema (Debian's docker-registry has no API).
+HTTPS is the default; loopback registries and --plain-http use HTTP.
+
+It prints the image references the layout holds, one per line.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return failWith(2, fmt.Errorf("pull takes one HOST[:PORT]/REPO:TAG, got %d arguments", len(args)))
+			}
+			if layout == "" {
+				return failWith(2, fmt.Errorf("pull needs --layout DIR"))
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o := rf.options(cmd)
+			o.AllPlatforms = all
+			if platform != "" {
+				p, err := registry.ParsePlatform(platform)
+				if err != nil {
+					return failWith(2, err)
+				}
+				o.Platform = &p
+			}
+			ctx, stop := signalContext()
+			defer stop()
+			res, err := registry.Pull(ctx, args[0], layout, o)
+			if err != nil {
+				return err
+			}
+			if rf.asJSON {
+				return writeJSONOut(cmd, res)
+			}
+			for _, r := range res.Refs {
+				fmt.Fprintln(cmd.OutOrStdout(), r)
+			}
+			return nil
+		},
+	}
+	rf.add(cmd)
+	f := cmd.Flags()
+	f.StringVar(&layout, "layout", "", "write the OCI image layout to `DIR` (must not exist or be empty)")
+	f.StringVar(&platform, "platform", "", "the image of an index to pull, `OS/ARCH[/VARIANT]` (default linux/amd64)")
+	f.BoolVar(&all, "all-platforms", false, "pull the whole index")
+	cmd.MarkFlagsMutuallyExclusive("platform", "all-platforms")
+	return cmd
+}
