@@ -19,15 +19,18 @@ import (
 	"testing"
 	"time"
 
+	"context"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/osguard/osguard/image"
 	"github.com/osguard/osguard/internal/ocitest"
+	"github.com/osguard/osguard/internal/registrytest"
 	"github.com/osguard/osguard/internal/testutil"
 	"github.com/osguard/osguard/internal/vm"
 	"github.com/osguard/osguard/internal/vm/vmtest"
 	"github.com/osguard/osguard/layersig"
 	"github.com/osguard/osguard/oci"
+	"github.com/osguard/osguard/registry"
 )
 
 // Images of the signed-container tests, all in one OCI archive.
@@ -36,6 +39,7 @@ const (
 	refUnsigned = "localhost/osguard-test/unsigned:1" // no signature
 	refForeign  = "localhost/osguard-test/foreign:1"  // signed by a key db does not hold
 	refSwapped  = "localhost/osguard-test/swapped:1"  // good's signatures on a changed top layer
+	refPulled   = "localhost/osguard-test/pulled:1"   // signed, pushed to the registry, pulled by the node
 )
 
 // markedLayers is the sample's two layers plus a file that makes the base
@@ -48,7 +52,7 @@ func markedLayers(t *testing.T, mark string, top []ocitest.Entry) [][]ocitest.En
 
 // signedArchive makes the test images and returns the path of their OCI
 // archive.
-func signedArchive(t *testing.T, f *fixture) (string, *ocitest.Sample) {
+func signedArchive(t *testing.T, f *fixture) (string, *ocitest.Sample, string) {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "layout")
 	osguard := filepath.Join(f.bins, "osguard")
@@ -61,6 +65,8 @@ func signedArchive(t *testing.T, f *fixture) (string, *ocitest.Sample) {
 	}
 	good := ocitest.SampleLayout(t, dir, ocitest.LayoutOptions{Ref: refGood, Compression: ocitest.Gzip, Layers: markedLayers(t, "good", ocitest.TopLayer())})
 	sign(refGood, filepath.Join(f.keys, "containers.key"), filepath.Join(f.keys, "containers.crt"))
+	ocitest.SampleLayout(t, dir, ocitest.LayoutOptions{Ref: refPulled, Compression: ocitest.Gzip, Layers: markedLayers(t, "pulled", ocitest.TopLayer())})
+	sign(refPulled, filepath.Join(f.keys, "containers.key"), filepath.Join(f.keys, "containers.crt"))
 
 	ocitest.SampleLayout(t, dir, ocitest.LayoutOptions{Ref: refUnsigned, Compression: ocitest.Zstd, Layers: markedLayers(t, "unsigned", ocitest.TopLayer())})
 
@@ -80,7 +86,7 @@ func signedArchive(t *testing.T, f *fixture) (string, *ocitest.Sample) {
 
 	archive := filepath.Join(t.TempDir(), "images.tar")
 	ocitest.Archive(t, dir, archive)
-	return archive, good
+	return archive, good, dir
 }
 
 // foreignKey writes a self-signed RSA key and certificate that no db holds.
@@ -172,7 +178,14 @@ func TestSignedContainers(t *testing.T) {
 	testutil.NeedTool(t, "debugfs")
 	out := filepath.Join(t.TempDir(), "out")
 	f.buildContainerHost(t, out, image.Overrides{})
-	archive, good := signedArchive(t, f)
+	archive, good, layout := signedArchive(t, f)
+
+	// A registry on the host's 127.0.0.1 holds the pulled image with its
+	// signature referrer; the node reaches it only through QEMU's forward.
+	reg := registrytest.Start(t)
+	if _, err := registry.Push(context.Background(), layout, refPulled, reg.Addr+"/osguard-test/pulled:1", registry.Options{}); err != nil {
+		t.Fatal(err)
+	}
 
 	// A writable copy of the disk: the node must keep /var across boots.
 	diskCopy := filepath.Join(t.TempDir(), "disk.img")
@@ -183,6 +196,7 @@ func TestSignedContainers(t *testing.T) {
 		node := vmtest.Start(t, vm.Config{
 			UEFI: true, Vars: filepath.Join(out, image.VarsFile), TPM: true,
 			Drives: []vm.Drive{{Path: diskCopy}, {Path: archive, ReadOnly: true}},
+			Net:    &vm.UserNet{GuestFwd: map[string]string{"10.0.2.100:5000": reg.Addr}},
 		})
 		shell(t, node)
 		run := func(cmd string) string {
@@ -238,6 +252,19 @@ func TestSignedContainers(t *testing.T) {
 		// Whiteout and opaque directory of the top layer, through overlayfs.
 		if got := run("ctr run --rm --snapshotter osguard " + refGood + " c2 /bin/sh -c 'ls /opt/old; test -e /etc/motd || echo motd-gone'"); got != "new\nmotd-gone" {
 			t.Errorf("whiteouts: %q", got)
+		}
+	})
+
+	t.Run("pull", func(t *testing.T) {
+		run("nic=$(ls /sys/class/net | grep -v '^lo$' | head -1); ip link set $nic up && ip addr add 10.0.2.15/24 dev $nic")
+		start := time.Now()
+		got := run("osguard image pull --plain-http 10.0.2.100:5000/osguard-test/pulled:1")
+		t.Logf("osguard image pull (2 layers, gzip, with the signature referrer): %v", time.Since(start).Round(time.Millisecond))
+		if !strings.HasSuffix(got, "10.0.2.100:5000/osguard-test/pulled:1") || !strings.Contains(got, "the kernel accepted its signature") {
+			t.Errorf("pull printed:\n%s", got)
+		}
+		if got := run("ctr run --rm --snapshotter osguard 10.0.2.100:5000/osguard-test/pulled:1 c0 /bin/cat /etc/image"); got != "pulled" {
+			t.Errorf("pulled container printed %q", got)
 		}
 	})
 
@@ -388,4 +415,3 @@ func corruptLayer(t *testing.T, diskPath, layerHex string) {
 	}
 	t.Logf("changed %d of %d data blocks of layer %s offline", flipped, rec.DataBlocks, layerHex[:12])
 }
-
