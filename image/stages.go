@@ -469,7 +469,11 @@ func (b *builder) disk(signedUKI, measurements []byte, usr *usrImage) error {
 
 // ovmfVars returns an OVMF VARS file with PK, KEK and db enrolled.
 func (b *builder) ovmfVars(keys *buildKeys) ([]byte, error) {
-	b.step("ovmf: VARS with PK, KEK and db")
+	if keys.Hierarchy.Containers != nil {
+		b.step("ovmf: VARS with PK, KEK and db (the db and containers certificates)")
+	} else {
+		b.step("ovmf: VARS with PK, KEK and db")
+	}
 	template, err := os.ReadFile(ovmfVarsTemplate)
 	if err != nil {
 		return nil, fmt.Errorf("ovmf VARS template (Debian package ovmf): %w", err)

@@ -88,14 +88,15 @@ type SecureBootConfig struct {
 
 // EnrolledConfig returns the configuration that osguard's enrollment
 // leaves in the firmware for the hierarchy h (secureboot.WriteVarstore and
-// secureboot.Enroll): one certificate per variable, owned by h.Owner, an
-// empty dbx, and Secure Boot on.
+// secureboot.Enroll): one certificate in PK and in KEK, db's and (when
+// h has one) the containers certificate in db (h.DBList), all owned by
+// h.Owner, an empty dbx, and Secure Boot on.
 func EnrolledConfig(h *secureboot.Hierarchy) SecureBootConfig {
 	return SecureBootConfig{
 		SecureBoot: true,
 		PK:         secureboot.CertificateESL(h.Owner, h.PK.Cert),
 		KEK:        secureboot.CertificateESL(h.Owner, h.KEK.Cert),
-		DB:         secureboot.CertificateESL(h.Owner, h.DB.Cert),
+		DB:         h.DBList(),
 	}
 }
 

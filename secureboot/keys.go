@@ -45,6 +45,18 @@ type KeyPair struct {
 // Hierarchy is the user's Secure Boot key hierarchy PK → KEK → db.
 type Hierarchy struct {
 	PK, KEK, DB KeyPair
+	// Containers is the container image signing key (containers.key,
+	// .crt), nil when the directory has none. Its certificate is enrolled
+	// in db beside DB's, because the kernel checks the dm-verity root hash
+	// signatures of container layers against the platform keyring, which
+	// holds the db certificates. Key is nil when only the certificate is
+	// present (the key can stay on the publisher's machine).
+	//
+	// Any db certificate can also verify boot binaries: the firmware would
+	// start an EFI application signed with the containers key. That is
+	// why it is a key of its own, apart from the db key that signs UKIs:
+	// whoever signs images does not also get to sign what boots.
+	Containers *KeyPair
 	// Owner is the SignatureOwner GUID of the enrolled certificates.
 	Owner GUID
 	// Time is the timestamp used for the authenticated variables (the PK
@@ -58,16 +70,20 @@ var ErrExists = errors.New("secureboot: key directory exists (use --force to rep
 // Key files of a hierarchy directory.
 const (
 	OwnerFile = "owner.guid"
-	keyBits   = 2048 // what edk2 2022.11 and efitools handle everywhere
+	// ContainersName is the base name of the container signing key files
+	// (containers.key, containers.crt, containers.esl).
+	ContainersName = "containers"
+	keyBits        = 2048 // what edk2 2022.11 and efitools handle everywhere
 )
 
 // notAfter is RFC 5280's "no well-defined expiration date"; firmware does
 // not check validity, and expiring Secure Boot keys only brick machines.
 var notAfter = time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)
 
-// GenerateKeys creates a new hierarchy in dir: {PK,KEK,db}.key (PKCS#8 PEM,
-// mode 0600), .crt (PEM), .esl (the certificate as a signature list), .auth
-// (the signed update: PK by PK, KEK by PK, db by KEK) and owner.guid. The
+// GenerateKeys creates a new hierarchy in dir: {PK,KEK,db,containers}.key
+// (PKCS#8 PEM, mode 0600), .crt (PEM), .esl (the certificate as a signature
+// list), {PK,KEK,db}.auth (the signed update: PK by PK, KEK by PK, db by
+// KEK; db holds the db and the containers certificates) and owner.guid. The
 // files appear together: they are written to a temporary directory next to
 // dir, which is then renamed.
 func GenerateKeys(dir string, opts KeygenOptions) error {
@@ -103,6 +119,13 @@ func GenerateKeys(dir string, opts KeygenOptions) error {
 			return err
 		}
 	}
+	// RSA like db: the kernel's PKCS#7 check of the verity root hash
+	// signature has been proven with this kind of key.
+	ck, err := newKeyPair(r, prefix+" "+ContainersName, ts)
+	if err != nil {
+		return err
+	}
+	h.Containers = &ck
 
 	parent := filepath.Dir(filepath.Clean(dir))
 	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dir)+".tmp-")
@@ -168,8 +191,19 @@ func (h *Hierarchy) AuthFiles() (pk, kek, db []byte, err error) {
 	if kek, err = SignVariable(VarKEK, CertificateESL(h.Owner, h.KEK.Cert), h.Time, h.PK.Key, h.PK.Cert); err != nil {
 		return
 	}
-	db, err = SignVariable(VarDB, CertificateESL(h.Owner, h.DB.Cert), h.Time, h.KEK.Key, h.KEK.Cert)
+	db, err = SignVariable(VarDB, h.DBList(), h.Time, h.KEK.Key, h.KEK.Cert)
 	return
+}
+
+// DBList returns the content of the db variable: the db certificate's
+// signature list, followed by the containers certificate's when there is
+// one.
+func (h *Hierarchy) DBList() []byte {
+	l := CertificateESL(h.Owner, h.DB.Cert)
+	if h.Containers != nil {
+		l = append(l, CertificateESL(h.Owner, h.Containers.Cert)...)
+	}
+	return l
 }
 
 func writeHierarchy(dir string, h *Hierarchy) error {
@@ -178,11 +212,19 @@ func writeHierarchy(dir string, h *Hierarchy) error {
 		return err
 	}
 	files := map[string][]byte{OwnerFile: []byte(h.Owner.String() + "\n")}
-	for _, v := range []struct {
+	pairs := []struct {
 		name string
 		kp   KeyPair
 		auth []byte
-	}{{"PK", h.PK, pk}, {"KEK", h.KEK, kek}, {"db", h.DB, db}} {
+	}{{"PK", h.PK, pk}, {"KEK", h.KEK, kek}, {"db", h.DB, db}}
+	if h.Containers != nil {
+		pairs = append(pairs, struct {
+			name string
+			kp   KeyPair
+			auth []byte
+		}{ContainersName, *h.Containers, nil})
+	}
+	for _, v := range pairs {
 		k, err := x509.MarshalPKCS8PrivateKey(v.kp.Key)
 		if err != nil {
 			return fmt.Errorf("secureboot: %s key: %w", v.name, err)
@@ -192,7 +234,9 @@ func writeHierarchy(dir string, h *Hierarchy) error {
 		}
 		files[v.name+".crt"] = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: v.kp.Cert.Raw})
 		files[v.name+".esl"] = CertificateESL(h.Owner, v.kp.Cert)
-		files[v.name+".auth"] = v.auth
+		if v.auth != nil {
+			files[v.name+".auth"] = v.auth
+		}
 	}
 	for name, b := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
@@ -216,11 +260,39 @@ func LoadHierarchy(dir string) (*Hierarchy, error) {
 		*v.p = KeyPair{k, c}
 	}
 	var err error
+	if h.Containers, err = loadContainers(dir); err != nil {
+		return nil, err
+	}
 	if h.Owner, err = LoadOwner(dir); err != nil {
 		return nil, err
 	}
 	h.Time = h.PK.Cert.NotBefore
 	return h, nil
+}
+
+// loadContainers reads DIR/containers.crt and, when present,
+// DIR/containers.key; neither present is no containers key.
+func loadContainers(dir string) (*KeyPair, error) {
+	crt := filepath.Join(dir, ContainersName+".crt")
+	key := filepath.Join(dir, ContainersName+".key")
+	if _, err := os.Stat(crt); errors.Is(err, fs.ErrNotExist) {
+		if _, kerr := os.Stat(key); kerr == nil {
+			return nil, fmt.Errorf("secureboot: %s without %s", key, crt)
+		}
+		return nil, nil
+	}
+	if _, err := os.Stat(key); errors.Is(err, fs.ErrNotExist) {
+		c, err := keyfile.LoadCert(crt)
+		if err != nil {
+			return nil, fmt.Errorf("secureboot: %w", err)
+		}
+		return &KeyPair{Cert: c}, nil
+	}
+	k, c, err := keyfile.LoadPair(key, crt)
+	if err != nil {
+		return nil, fmt.Errorf("secureboot: %w", err)
+	}
+	return &KeyPair{k, c}, nil
 }
 
 // LoadOwner reads DIR/owner.guid.

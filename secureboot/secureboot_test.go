@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -86,9 +87,55 @@ func TestGUID(t *testing.T) {
 	}
 }
 
+// TestContainersOptional: a keys directory from before the containers key
+// loads with db alone; a certificate alone loads without the key (the node
+// side and the image build need no private key); a key alone is an error.
+func TestContainersOptional(t *testing.T) {
+	loadTestKeys(t)
+	for _, tc := range []struct {
+		name   string
+		remove []string
+		check  func(h *secureboot.Hierarchy) bool
+		err    string
+	}{
+		{"none", []string{"containers.key", "containers.crt"}, func(h *secureboot.Hierarchy) bool {
+			return h.Containers == nil && bytes.Equal(h.DBList(), secureboot.CertificateESL(h.Owner, h.DB.Cert))
+		}, ""},
+		{"cert-only", []string{"containers.key"}, func(h *secureboot.Hierarchy) bool {
+			return h.Containers != nil && h.Containers.Key == nil && len(h.DBList()) > len(secureboot.CertificateESL(h.Owner, h.DB.Cert))
+		}, ""},
+		{"key-only", []string{"containers.crt"}, nil, "without"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			ents, _ := os.ReadDir(testKeysDir)
+			for _, e := range ents {
+				b, _ := os.ReadFile(filepath.Join(testKeysDir, e.Name()))
+				os.WriteFile(filepath.Join(dir, e.Name()), b, 0o600)
+			}
+			for _, r := range tc.remove {
+				os.Remove(filepath.Join(dir, r))
+			}
+			h, err := secureboot.LoadHierarchy(dir)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("LoadHierarchy: %v, want an error containing %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tc.check(h) {
+				t.Fatalf("hierarchy %+v", h.Containers)
+			}
+		})
+	}
+}
+
 func TestGenerateKeys(t *testing.T) {
 	h := loadTestKeys(t)
-	for _, n := range []string{"PK.key", "KEK.key", "db.key"} {
+	for _, n := range []string{"PK.key", "KEK.key", "db.key", "containers.key"} {
 		st, err := os.Stat(filepath.Join(testKeysDir, n))
 		if err != nil {
 			t.Fatal(err)
@@ -97,7 +144,13 @@ func TestGenerateKeys(t *testing.T) {
 			t.Errorf("%s mode %v, want 0600", n, st.Mode().Perm())
 		}
 	}
-	for name, kp := range map[string]secureboot.KeyPair{"PK": h.PK, "KEK": h.KEK, "db": h.DB} {
+	if h.Containers == nil || h.Containers.Key == nil {
+		t.Fatal("no containers key pair")
+	}
+	if h.Containers.Cert.Equal(h.DB.Cert) {
+		t.Fatal("the containers key is the db key")
+	}
+	for name, kp := range map[string]secureboot.KeyPair{"PK": h.PK, "KEK": h.KEK, "db": h.DB, "containers": *h.Containers} {
 		if kp.Cert.Subject.CommonName != "sbtest "+name {
 			t.Errorf("%s subject %q", name, kp.Cert.Subject.CommonName)
 		}
@@ -110,7 +163,7 @@ func TestGenerateKeys(t *testing.T) {
 	}
 	// openssl is the oracle for the certificates: self-signed and valid.
 	testutil.NeedTool(t, "openssl")
-	for _, n := range []string{"PK", "KEK", "db"} {
+	for _, n := range []string{"PK", "KEK", "db", "containers"} {
 		crt := filepath.Join(testKeysDir, n+".crt")
 		if out, err := run(t, "openssl", "verify", "-check_ss_sig", "-CAfile", crt, crt); err != nil {
 			t.Errorf("openssl verify %s: %v\n%s", n, err, out)
@@ -158,20 +211,33 @@ func TestESLAndAuthMatchEfitools(t *testing.T) {
 	h := loadTestKeys(t)
 	owner := h.Owner.String()
 	tmp := t.TempDir()
+	// db holds the db and the containers certificates: its .auth signs
+	// both lists, one after the other.
 	for _, tc := range []struct {
 		name, signer string
-		cert         *x509.Certificate
-	}{{"PK", "PK", h.PK.Cert}, {"KEK", "PK", h.KEK.Cert}, {"db", "KEK", h.DB.Cert}} {
+		certs        []string // files of the variable's certificates
+		cert         []*x509.Certificate
+	}{
+		{"PK", "PK", []string{"PK"}, []*x509.Certificate{h.PK.Cert}},
+		{"KEK", "PK", []string{"KEK"}, []*x509.Certificate{h.KEK.Cert}},
+		{"db", "KEK", []string{"db", "containers"}, []*x509.Certificate{h.DB.Cert, h.Containers.Cert}},
+	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ref := filepath.Join(tmp, tc.name+".esl")
-			if out, err := run(t, "cert-to-efi-sig-list", "-g", owner, filepath.Join(testKeysDir, tc.name+".crt"), ref); err != nil {
-				t.Fatalf("cert-to-efi-sig-list: %v\n%s", err, out)
+			var want []byte
+			for i, name := range tc.certs {
+				one := filepath.Join(tmp, name+".esl")
+				if out, err := run(t, "cert-to-efi-sig-list", "-g", owner, filepath.Join(testKeysDir, name+".crt"), one); err != nil {
+					t.Fatalf("cert-to-efi-sig-list: %v\n%s", err, out)
+				}
+				w, _ := os.ReadFile(one)
+				got, _ := os.ReadFile(filepath.Join(testKeysDir, name+".esl"))
+				if !bytes.Equal(got, w) || !bytes.Equal(got, secureboot.CertificateESL(h.Owner, tc.cert[i])) {
+					t.Errorf("%s.esl differs from cert-to-efi-sig-list", name)
+				}
+				want = append(want, w...)
 			}
-			want, _ := os.ReadFile(ref)
-			got, _ := os.ReadFile(filepath.Join(testKeysDir, tc.name+".esl"))
-			if !bytes.Equal(got, want) || !bytes.Equal(got, secureboot.CertificateESL(h.Owner, tc.cert)) {
-				t.Errorf("ESL differs from cert-to-efi-sig-list")
-			}
+			ref := filepath.Join(tmp, tc.name+".var.esl")
+			os.WriteFile(ref, want, 0o644)
 			refAuth := filepath.Join(tmp, tc.name+".auth")
 			if out, err := run(t, "sign-efi-sig-list", "-t", testTime.Format("2006-01-02 15:04:05"), "-g", owner,
 				"-k", filepath.Join(testKeysDir, tc.signer+".key"), "-c", filepath.Join(testKeysDir, tc.signer+".crt"),
@@ -201,9 +267,11 @@ func TestESLAndAuthMatchEfitools(t *testing.T) {
 			if out, err := run(t, "sig-list-to-certs", eslOnly, filepath.Join(tmp, tc.name)); err != nil {
 				t.Fatalf("sig-list-to-certs: %v\n%s", err, out)
 			}
-			der, err := os.ReadFile(filepath.Join(tmp, tc.name+"-0.der"))
-			if err != nil || !bytes.Equal(der, tc.cert.Raw) {
-				t.Errorf("sig-list-to-certs gave another certificate (%v)", err)
+			for i, c := range tc.cert {
+				der, err := os.ReadFile(filepath.Join(tmp, fmt.Sprintf("%s-%d.der", tc.name, i)))
+				if err != nil || !bytes.Equal(der, c.Raw) {
+					t.Errorf("sig-list-to-certs gave another certificate %d (%v)", i, err)
+				}
 			}
 		})
 	}
@@ -313,7 +381,7 @@ func TestEnroll(t *testing.T) {
 	if strings.Join(m.writes, ",") != "db,KEK,PK" {
 		t.Errorf("write order %v, want db,KEK,PK", m.writes)
 	}
-	if !before.SetupMode || after.SetupMode || len(after.DB) != 1 || !after.DB[0].Equal(h.DB.Cert) || !after.PK[0].Equal(h.PK.Cert) {
+	if !before.SetupMode || after.SetupMode || len(after.DB) != 2 || !after.DB[0].Equal(h.DB.Cert) || !after.DB[1].Equal(h.Containers.Cert) || !after.PK[0].Equal(h.PK.Cert) {
 		t.Errorf("before %+v after %+v", before, after)
 	}
 	// In user mode nothing is written.
@@ -379,14 +447,17 @@ func TestVarstore(t *testing.T) {
 				}
 				got[v.Name] = v
 			}
+			dbList := append(secureboot.CertificateESL(h.Owner, h.DB.Cert), secureboot.CertificateESL(h.Owner, h.Containers.Cert)...)
 			for _, c := range []struct {
 				name string
 				guid secureboot.GUID
-				cert *x509.Certificate
-			}{{"PK", secureboot.EFIGlobalVariable, h.PK.Cert}, {"KEK", secureboot.EFIGlobalVariable, h.KEK.Cert}, {"db", secureboot.EFIImageSecurityDatabase, h.DB.Cert}} {
+				esl  []byte
+			}{{"PK", secureboot.EFIGlobalVariable, secureboot.CertificateESL(h.Owner, h.PK.Cert)},
+				{"KEK", secureboot.EFIGlobalVariable, secureboot.CertificateESL(h.Owner, h.KEK.Cert)},
+				{"db", secureboot.EFIImageSecurityDatabase, dbList}} {
 				v, ok := got[c.name]
 				if !ok || v.GUID != c.guid || v.Attributes != secureboot.AuthVarAttributes || !v.Time.Equal(testTime) ||
-					!bytes.Equal(v.Data, secureboot.CertificateESL(h.Owner, c.cert)) {
+					!bytes.Equal(v.Data, c.esl) {
 					t.Errorf("%s: %+v", c.name, v)
 				}
 			}

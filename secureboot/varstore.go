@@ -167,7 +167,8 @@ func ReadVarstore(vars []byte) ([]StoredVariable, error) {
 }
 
 // WriteVarstore writes a copy of the edk2 VARS file template with PK, KEK
-// and db set to h's certificates and SecureBootEnable set, so that OVMF
+// and db set to h's certificates (db: h.DBList, the db certificate and the
+// containers certificate when h has one) and SecureBootEnable set, so that OVMF
 // starts in user mode with Secure Boot on, as `virt-fw-vars --set-pk
 // --add-kek --add-db --sb` does. Earlier values of these variables in the
 // template are marked deleted.
@@ -177,10 +178,10 @@ func WriteVarstore(template []byte, h *Hierarchy, w io.Writer) error {
 		return err
 	}
 	for _, v := range []struct {
-		v    Variable
-		cert KeyPair
-	}{{VarPK, h.PK}, {VarKEK, h.KEK}, {VarDB, h.DB}} {
-		if err := s.set(v.v.Name, v.v.GUID, AuthVarAttributes, h.Time, CertificateESL(h.Owner, v.cert.Cert)); err != nil {
+		v   Variable
+		esl []byte
+	}{{VarPK, CertificateESL(h.Owner, h.PK.Cert)}, {VarKEK, CertificateESL(h.Owner, h.KEK.Cert)}, {VarDB, h.DBList()}} {
+		if err := s.set(v.v.Name, v.v.GUID, AuthVarAttributes, h.Time, v.esl); err != nil {
 			return err
 		}
 	}

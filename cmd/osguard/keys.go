@@ -28,11 +28,21 @@ func newKeysInitCmd() *cobra.Command {
 	var notBefore string
 	cmd := &cobra.Command{
 		Use:   "init DIR",
-		Short: "Create PK, KEK and db keys, certificates, ESLs and .auth files",
-		Long: `init writes DIR/{PK,KEK,db}.key (PEM, mode 0600) and .crt (PEM), the
-certificates as EFI signature lists (.esl), the signed variable updates for
-enrollment (.auth: PK signed by PK, KEK by PK, db by KEK) and DIR/owner.guid.
-An existing DIR is only replaced with --force.
+		Short: "Create PK, KEK, db and containers keys, certificates, ESLs and .auth files",
+		Long: `init writes DIR/{PK,KEK,db,containers}.key (PEM, mode 0600) and .crt
+(PEM), the certificates as EFI signature lists (.esl), the signed variable
+updates for enrollment (.auth: PK signed by PK, KEK by PK, db by KEK) and
+DIR/owner.guid. An existing DIR is only replaced with --force.
+
+db.key signs the boot chain (the UKI). containers.key signs container image
+layers ('osguard image sign'): the node's kernel checks each layer's dm-verity
+root hash signature against the UEFI db certificates, so the image build
+enrolls containers.crt in db beside db.crt (db.auth holds both). Any
+certificate in db can also sign boot binaries: the firmware would start an
+EFI program signed with containers.key. That is why the image key is a key of
+its own, kept apart from the UKI key: give the publisher containers.key only,
+never db.key, and guard containers.key like a boot signing key. Only
+containers.crt is needed to build images and on nodes.
 
 The certificates' validity starts, and the .auth files are timestamped, at
 --not-before, else at $SOURCE_DATE_EPOCH, else at the Unix epoch; the clock is
@@ -58,7 +68,7 @@ read only for --not-before now.`,
 			if err := secureboot.GenerateKeys(dir, opts); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s: PK, KEK, db (.key .crt .esl .auth), %s\n", args[0], secureboot.OwnerFile)
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s: PK, KEK, db (.key .crt .esl .auth), containers (.key .crt .esl), %s\n", args[0], secureboot.OwnerFile)
 			return nil
 		},
 	}
