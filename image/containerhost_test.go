@@ -20,7 +20,7 @@ import (
 
 // buildContainerHost builds the containerhost profile with a debug console
 // and the overrides ov into out with the fixture's keys.
-func (f *fixture) buildContainerHost(t *testing.T, out string, ov image.Overrides) *image.Result {
+func (f *fixture) buildContainerHost(t testing.TB, out string, ov image.Overrides) *image.Result {
 	t.Helper()
 	testutil.NeedTool(t, "apt-get")
 	cfg, err := image.LoadProfile("containerhost")

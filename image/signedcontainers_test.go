@@ -45,14 +45,14 @@ const (
 // markedLayers is the sample's two layers plus a file that makes the base
 // layer of each test image distinct, so that no image borrows another's
 // already verified layer.
-func markedLayers(t *testing.T, mark string, top []ocitest.Entry) [][]ocitest.Entry {
+func markedLayers(t testing.TB, mark string, top []ocitest.Entry) [][]ocitest.Entry {
 	base := append(ocitest.BaseLayer(t), ocitest.Entry{Name: "etc/image", Body: []byte(mark + "\n")})
 	return [][]ocitest.Entry{base, top}
 }
 
 // signedArchive makes the test images and returns the path of their OCI
 // archive.
-func signedArchive(t *testing.T, f *fixture) (string, *ocitest.Sample, string) {
+func signedArchive(t testing.TB, f *fixture) (string, *ocitest.Sample, string) {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "layout")
 	osguard := filepath.Join(f.bins, "osguard")
@@ -90,7 +90,7 @@ func signedArchive(t *testing.T, f *fixture) (string, *ocitest.Sample, string) {
 }
 
 // foreignKey writes a self-signed RSA key and certificate that no db holds.
-func foreignKey(t *testing.T) (keyPath, certPath string) {
+func foreignKey(t testing.TB) (keyPath, certPath string) {
 	t.Helper()
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -122,7 +122,7 @@ func foreignKey(t *testing.T) (keyPath, certPath string) {
 
 // forgeSignatures attaches the signature document of ref, with its layer
 // digests rewritten to those of target, to target's manifest.
-func forgeSignatures(t *testing.T, dir, ref string, target *ocitest.Sample) {
+func forgeSignatures(t testing.TB, dir, ref string, target *ocitest.Sample) {
 	t.Helper()
 	l, err := oci.Open(dir)
 	if err != nil {

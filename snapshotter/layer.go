@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -109,7 +110,8 @@ func DMName(diffID string) string { return "osguard-layer-" + strings.TrimPrefix
 // activeLayer is a layer whose verity device exists and whose EROFS is
 // mounted at mnt.
 type activeLayer struct {
-	mnt string
+	mnt   string
+	setup time.Duration // time to create the device and mount it; 0 when both existed
 }
 
 // activate creates the layer's verity device with its signature, so that
@@ -118,6 +120,7 @@ type activeLayer struct {
 // the EROFS read-only at dir/mnt. A device and mount left from an earlier
 // run of the snapshotter (same boot) are reused.
 func activate(dir string, rec *Record) (*activeLayer, error) {
+	start := time.Now()
 	mnt := filepath.Join(dir, "mnt")
 	if mounted(mnt) {
 		return &activeLayer{mnt: mnt}, nil
@@ -145,7 +148,7 @@ func activate(dir string, rec *Record) (*activeLayer, error) {
 	if err := unix.Mount(src, mnt, "erofs", unix.MS_RDONLY, ""); err != nil {
 		return nil, fmt.Errorf("mount the layer's EROFS (%s on %s): %w", src, mnt, err)
 	}
-	return &activeLayer{mnt: mnt}, nil
+	return &activeLayer{mnt: mnt, setup: time.Since(start)}, nil
 }
 
 func createVerity(dir, name string, rec *Record) (dm.Device, error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -37,6 +38,9 @@ type Snapshotter struct {
 	root string
 	ms   *storage.MetaStore
 	mu   sync.Mutex // serialises layer activation and release
+	// Log receives one line per layer set up or removed (os.Stderr, which
+	// the service's journal keeps; nil for none).
+	Log io.Writer
 }
 
 var _ snapshots.Snapshotter = (*Snapshotter)(nil)
@@ -53,7 +57,7 @@ func New(root string) (*Snapshotter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("snapshotter: metadata: %w", err)
 	}
-	return &Snapshotter{root: root, ms: ms}, nil
+	return &Snapshotter{root: root, ms: ms, Log: os.Stderr}, nil
 }
 
 // StagingDir is where `osguard image import` leaves a converted layer,
@@ -66,6 +70,19 @@ func StagingDir(root, diffID string) string {
 // LayerDir is where a layer lives once it has a snapshot.
 func LayerDir(root, diffID string) string {
 	return filepath.Join(root, "layers", strings.TrimPrefix(diffID, "sha256:"))
+}
+
+func (s *Snapshotter) logf(format string, args ...any) {
+	if s.Log != nil {
+		fmt.Fprintf(s.Log, format+"\n", args...)
+	}
+}
+
+// logSetup reports a layer whose device and mount were just made.
+func (s *Snapshotter) logSetup(diffID string, al *activeLayer) {
+	if al.setup > 0 {
+		s.logf("layer %s: verity device created (the kernel accepted its signature) and EROFS mounted in %.1f ms", diffID, float64(al.setup.Microseconds())/1000)
+	}
 }
 
 func (s *Snapshotter) snapshotDir(id string) string { return filepath.Join(s.root, "snapshots", id) }
@@ -245,8 +262,10 @@ func (s *Snapshotter) prepareLayer(ctx context.Context, key, parent, diffID stri
 	}
 	al, err := activate(dir, rec)
 	if err != nil {
+		s.logf("layer %s: refused: %v", diffID, err)
 		return nil, fmt.Errorf("osguard: layer %s: %w", diffID, err)
 	}
+	s.logSetup(diffID, al)
 	if err := s.write(ctx, func(ctx context.Context) error {
 		_, err := storage.CreateSnapshot(ctx, snapshots.KindActive, key, parent, opts...)
 		return err
@@ -337,6 +356,7 @@ func (s *Snapshotter) mounts(kind snapshots.Kind, dir string, diffIDs []string) 
 		if err == nil {
 			var al *activeLayer
 			if al, err = activate(ldir, rec); err == nil {
+				s.logSetup(id, al)
 				lowers = append(lowers, al.mnt)
 				continue
 			}
@@ -466,6 +486,7 @@ func (s *Snapshotter) release(ctx context.Context, diffID string) error {
 	if err := deactivate(dir, diffID); err != nil {
 		return fmt.Errorf("osguard: release layer %s: %w", diffID, err)
 	}
+	s.logf("layer %s: removed with its verity device", diffID)
 	return os.RemoveAll(dir)
 }
 
