@@ -61,6 +61,9 @@ type Verity struct {
 // Hex is bytes written as lowercase hex in JSON.
 type Hex []byte
 
+// String returns the lowercase hex.
+func (h Hex) String() string { return hex.EncodeToString(h) }
+
 // MarshalText implements encoding.TextMarshaler.
 func (h Hex) MarshalText() ([]byte, error) { return []byte(hex.EncodeToString(h)), nil }
 

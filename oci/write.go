@@ -121,6 +121,50 @@ type Referrer struct {
 // artifactType and annotations, in one atomic index update. Adding a
 // referrer that is already listed changes nothing.
 func (l *Layout) AddReferrer(r Referrer) (ocispec.Descriptor, error) {
+	ds, err := l.AddReferrers([]Referrer{r})
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	return ds[0], nil
+}
+
+// AddReferrers is AddReferrer for several referrers with a single index
+// update: either all of them are listed, or (on error) none.
+func (l *Layout) AddReferrers(rs []Referrer) ([]ocispec.Descriptor, error) {
+	var mds []ocispec.Descriptor
+	var replace []digest.Digest
+	for _, r := range rs {
+		md, err := l.putReferrer(r)
+		if err != nil {
+			return nil, err
+		}
+		mds = append(mds, md)
+		replace = append(replace, r.Replace...)
+	}
+	err := l.UpdateIndex(func(ix *ocispec.Index) error {
+		ix.Manifests = slices.DeleteFunc(ix.Manifests, func(d ocispec.Descriptor) bool {
+			return slices.Contains(replace, d.Digest) &&
+				!slices.ContainsFunc(mds, func(md ocispec.Descriptor) bool { return md.Digest == d.Digest })
+		})
+		for _, md := range mds {
+			// Already listed: keep its place.
+			if i := slices.IndexFunc(ix.Manifests, func(d ocispec.Descriptor) bool { return d.Digest == md.Digest }); i >= 0 {
+				ix.Manifests[i] = md
+				continue
+			}
+			ix.Manifests = append(ix.Manifests, md)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return mds, nil
+}
+
+// putReferrer writes the blobs of a referrer manifest and returns its
+// index entry.
+func (l *Layout) putReferrer(r Referrer) (ocispec.Descriptor, error) {
 	if r.ArtifactType == "" {
 		return ocispec.Descriptor{}, errors.New("oci: referrer without artifactType")
 	}
@@ -147,17 +191,5 @@ func (l *Layout) AddReferrer(r Referrer) (ocispec.Descriptor, error) {
 	}
 	md.ArtifactType = r.ArtifactType
 	md.Annotations = r.Annotations
-	err = l.UpdateIndex(func(ix *ocispec.Index) error {
-		ix.Manifests = slices.DeleteFunc(ix.Manifests, func(d ocispec.Descriptor) bool {
-			return d.Digest != md.Digest && slices.Contains(r.Replace, d.Digest)
-		})
-		// Already listed: keep its place.
-		if i := slices.IndexFunc(ix.Manifests, func(d ocispec.Descriptor) bool { return d.Digest == md.Digest }); i >= 0 {
-			ix.Manifests[i] = md
-			return nil
-		}
-		ix.Manifests = append(ix.Manifests, md)
-		return nil
-	})
-	return md, err
+	return md, nil
 }
