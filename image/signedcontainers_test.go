@@ -40,6 +40,7 @@ const (
 	refForeign  = "localhost/osguard-test/foreign:1"  // signed by a key db does not hold
 	refSwapped  = "localhost/osguard-test/swapped:1"  // good's signatures on a changed top layer
 	refPulled   = "localhost/osguard-test/pulled:1"   // signed, pushed to the registry, pulled by the node
+	refShare    = "localhost/osguard-test/share:1"    // signed, good's base layer under another top
 )
 
 // markedLayers is the sample's two layers plus a file that makes the base
@@ -65,6 +66,9 @@ func signedArchive(t testing.TB, f *fixture) (string, *ocitest.Sample, string) {
 	}
 	good := ocitest.SampleLayout(t, dir, ocitest.LayoutOptions{Ref: refGood, Compression: ocitest.Gzip, Layers: markedLayers(t, "good", ocitest.TopLayer())})
 	sign(refGood, filepath.Join(f.keys, "containers.key"), filepath.Join(f.keys, "containers.crt"))
+	shareTop := []ocitest.Entry{{Name: "share.txt", Body: []byte("another top on a shared base\n")}}
+	ocitest.SampleLayout(t, dir, ocitest.LayoutOptions{Ref: refShare, Compression: ocitest.Gzip, Layers: markedLayers(t, "good", shareTop)})
+	sign(refShare, filepath.Join(f.keys, "containers.key"), filepath.Join(f.keys, "containers.crt"))
 	ocitest.SampleLayout(t, dir, ocitest.LayoutOptions{Ref: refPulled, Compression: ocitest.Gzip, Layers: markedLayers(t, "pulled", ocitest.TopLayer())})
 	sign(refPulled, filepath.Join(f.keys, "containers.key"), filepath.Join(f.keys, "containers.crt"))
 
@@ -221,6 +225,7 @@ func TestSignedContainers(t *testing.T) {
 	}
 
 	node, run, fail := boot()
+	run("systemctl is-system-running --wait >/dev/null || true")
 	if got := run("systemctl is-active osguard-snapshotter containerd"); got != "active\nactive" {
 		t.Fatalf("osguard-snapshotter, containerd: %q\n%s", got, run("journalctl -b -u osguard-snapshotter --no-pager | tail -20"))
 	}
@@ -287,7 +292,7 @@ func TestSignedContainers(t *testing.T) {
 
 	t.Run("attack2-foreign-key", func(t *testing.T) {
 		got := fail("osguard image import --ref " + refForeign + " /dev/vdb")
-		if !strings.Contains(got, "required key not available") && !strings.Contains(got, "Key was rejected by service") {
+		if !strings.Contains(got, "required key not available") { // ENOKEY
 			t.Errorf("import of an image signed by a key outside db: %s", got)
 		}
 		if !regexp.MustCompile(`layer sha256:[0-9a-f]{64}`).MatchString(got) {
@@ -298,7 +303,7 @@ func TestSignedContainers(t *testing.T) {
 
 	t.Run("attack3-swapped-layer", func(t *testing.T) {
 		got := fail("osguard image import --ref " + refSwapped + " /dev/vdb")
-		if !strings.Contains(got, "Key was rejected by service") && !strings.Contains(got, "required key not available") {
+		if !strings.Contains(got, "key was rejected by service") { // EKEYREJECTED
 			t.Errorf("import of a layer swapped after signing: %s", got)
 		}
 		if !strings.Contains(got, "the signature is for root hash") {
@@ -310,13 +315,20 @@ func TestSignedContainers(t *testing.T) {
 	})
 
 	t.Run("attack5-written-binary", func(t *testing.T) {
-		got, _ := node.Run("ctr run --rm --snapshotter osguard "+refGood+" c5 /bin/sh -c 'cp /bin/busybox /bb; /bb echo UPPER-RAN; cp /bin/busybox /dev/shm/bb; /dev/shm/bb echo TMPFS-RAN; echo done' 2>&1", 4*time.Minute)
-		if strings.Contains(got, "RAN") || strings.Count(got, "Permission denied") != 2 || !strings.Contains(got, "done") {
-			t.Errorf("binaries written in a signed container: %s", got)
-		}
-		audit := run("dmesg | grep 'ipe_op=EXECUTE' | grep 'action=DENY' | grep -c 'name=\"bb\"\\|/bb' || true")
-		if n, _ := strconv.Atoi(audit); n < 2 {
-			t.Errorf("want IPE audit records for both denied execs, got %s:\n%s", audit, run("dmesg | grep ipe_op= | tail -5"))
+		// A copy of a signed binary, written into the container's writable
+		// layer (ext4 under overlayfs) and onto a tmpfs: IPE judges the real
+		// inode, which is on no signed volume. (Two runs, a few seconds
+		// apart, so that the kernel's rate limit on audit lines printed to
+		// the console without auditd keeps both records.)
+		for _, tc := range []struct{ name, path, dev string }{{"upper", "/bb", "overlay"}, {"tmpfs", "/dev/shm/bb", "tmpfs"}} {
+			got, _ := node.Run("sleep 5; ctr run --rm --snapshotter osguard "+refGood+" c5"+tc.name+" /bin/sh -c 'cp /bin/busybox "+tc.path+" && "+tc.path+" echo RAN; echo status $?' 2>&1", 4*time.Minute)
+			if strings.Contains(got, "RAN") || !strings.Contains(got, "Permission denied") || !strings.Contains(got, "status 126") {
+				t.Errorf("%s: a binary written in a signed container: %s", tc.name, got)
+			}
+			rec := run(fmt.Sprintf("dmesg | grep 'ipe_op=EXECUTE' | grep 'path=\"%s\" dev=\"%s\"' | tail -1", tc.path, tc.dev))
+			if !strings.Contains(rec, "enforcing=1") || !strings.Contains(rec, `rule="DEFAULT action=DENY"`) {
+				t.Errorf("%s: no IPE audit record for %s: %q\n%s", tc.name, tc.path, rec, run("dmesg | grep -i 'ipe_op=\\|suppressed' | tail -5"))
+			}
 		}
 	})
 
@@ -339,6 +351,7 @@ func TestSignedContainers(t *testing.T) {
 	corruptLayer(t, diskCopy, good.DiffIDs[len(good.DiffIDs)-1].Encoded())
 
 	node, run, fail = boot()
+	run("systemctl is-system-running --wait >/dev/null || true")
 	t.Run("attack4-offline-change", func(t *testing.T) {
 		got := fail("ctr run --rm --snapshotter osguard " + refGood + " c7 /bin/cat /hello.txt")
 		if strings.Contains(got, "hello from a signed layer") {
@@ -351,14 +364,30 @@ func TestSignedContainers(t *testing.T) {
 		}
 	})
 
-	t.Run("cleanup", func(t *testing.T) {
-		run("ctr images rm --sync " + refGood)
-		run("ctr images rm --sync " + refUnsigned + " || true")
-		if got := run("ls /var/lib/osguard/snapshotter/layers | wc -l"); got != "0" {
-			t.Errorf("layers left after the image was removed: %s", run("ls /var/lib/osguard/snapshotter/layers"))
+	t.Run("shared-layers-and-cleanup", func(t *testing.T) {
+		// share has good's base layer: the import finds it on the node.
+		got := run("osguard image import --ref " + refShare + " /dev/vdb 2>&1")
+		if !strings.Contains(got, good.Layers[0].Digest.String()+": already on the node") {
+			t.Errorf("import of an image sharing a layer:\n%s", got)
 		}
-		if got := run("cat /sys/block/dm-*/dm/name | grep -c osguard-layer || true"); got != "0" {
+		// Containers whose task never started (attack 4) keep their
+		// snapshots, as containerd does; remove them first.
+		run("for c in $(ctr containers ls -q); do ctr containers rm $c; done")
+		layers := func() string { return run("ls /var/lib/osguard/snapshotter/layers | sort | tr '\\n' ' '") }
+		run("ctr images rm --sync " + refGood)
+		base, top := good.DiffIDs[0].Encoded(), good.DiffIDs[1].Encoded()
+		if got := layers(); !strings.Contains(got, base) || strings.Contains(got, top) {
+			t.Errorf("after removing good, layers %s; want its base (shared) and not its top", got)
+		}
+		run("ctr images rm --sync $(ctr images ls -q)")
+		if got := layers(); got != "" {
+			t.Errorf("layers left after every image was removed: %s", got)
+		}
+		if got := run("cat /sys/block/dm-*/dm/name 2>/dev/null | grep -c osguard-layer || true"); got != "0" {
 			t.Errorf("verity devices left: %s", got)
+		}
+		if got := run("grep -c ' /var/lib/osguard/snapshotter/' /proc/mounts || true"); got != "0" {
+			t.Errorf("mounts left: %s", got)
 		}
 	})
 }

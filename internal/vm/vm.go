@@ -100,8 +100,8 @@ type Config struct {
 // UserNet is QEMU user networking with restrict=on.
 type UserNet struct {
 	// GuestFwd maps a guest address to a TCP endpoint on the host:
-	// "10.0.2.100:80" → "127.0.0.1:8080". The host side must listen
-	// before the machine starts; QEMU reconnects when it drops.
+	// "10.0.2.100:80" → "127.0.0.1:8080". Every guest connection is
+	// relayed by a socat of its own (the Debian package socat).
 	GuestFwd map[string]string
 }
 
@@ -177,12 +177,20 @@ func (m *Machine) args() ([]string, error) {
 		a = append(a, "-nic", "none")
 	} else {
 		nic := "user,model=virtio-net-pci,restrict=on"
-		i := 0
+		// Each guest connection gets a connection of its own to the host
+		// endpoint: QEMU starts socat for it (guestfwd=...-cmd:). A
+		// chardev forward would carry every guest connection over one host
+		// stream, which breaks as soon as a client opens two at once (an
+		// HTTP client fetching blobs in parallel).
+		relay, err := exec.LookPath("socat")
+		if err != nil && len(cfg.Net.GuestFwd) > 0 {
+			return nil, fmt.Errorf("vm: guest forwards need socat (Debian package socat): %w", err)
+		}
 		for guest, host := range cfg.Net.GuestFwd {
-			id := fmt.Sprintf("fwd%d", i)
-			i++
-			a = append(a, "-chardev", "socket,id="+id+",host="+hostOf(host)+",port="+portOf(host)+",reconnect=1")
-			nic += ",guestfwd=tcp:" + guest + "-chardev:" + id
+			if strings.ContainsAny(guest+host, ", ") {
+				return nil, fmt.Errorf("vm: bad guest forward %q -> %q", guest, host)
+			}
+			nic += ",guestfwd=tcp:" + guest + "-cmd:" + relay + " - TCP:" + host
 		}
 		a = append(a, "-nic", nic)
 	}
@@ -316,15 +324,6 @@ func Start(ctx context.Context, cfg Config) (*Machine, error) {
 	return m, nil
 }
 
-func hostOf(hostport string) string {
-	h, _, _ := strings.Cut(hostport, ":")
-	return h
-}
-
-func portOf(hostport string) string {
-	_, p, _ := strings.Cut(hostport, ":")
-	return p
-}
 
 func (m *Machine) startTPM(ctx context.Context) error {
 	state := m.cfg.TPMState
