@@ -233,7 +233,7 @@ func (n *node) efiU16s(name string) []uint16 {
 func (n *node) snapshot() string {
 	n.t.Helper()
 	return n.mustRun(`sha256sum /dev/vda2 /dev/vda3 /dev/vda4
-mkdir -p /tmp/esp && mount -o ro /dev/vda1 /tmp/esp && (cd /tmp/esp && find . -type f | sort | xargs sha256sum); umount /tmp/esp
+dmesg -n 1; mkdir -p /tmp/esp && mount -t vfat -o ro /dev/vda1 /tmp/esp && (cd /tmp/esp && find . -type f | sort | xargs sha256sum); umount /tmp/esp
 cd /sys/firmware/efi/efivars && for v in Boot* OsguardTrial-*; do [ -e "$v" ] && echo "$v $(od -An -v -tx1 "$v" | tr -d ' \n')"; done; cd /`)
 }
 
@@ -391,13 +391,17 @@ func TestUpdateLifecycle(t *testing.T) {
 	agent := "osguard attest agent --once --verifier http://" + vm.GuestFwdAddr + " 2>&1"
 	out, st := n.run(agent)
 	t.Logf("agent, v2 not registered (exit %d): %s", st, strings.TrimSpace(out))
-	if ns := b.verifier.nodes(t); st == 0 || len(ns) != 1 || ns[0].State != "untrusted" || ns[0].Reason == "" {
+	ns := b.verifier.nodes(t)
+	t.Logf("verifier: %+v", ns)
+	if st == 0 || len(ns) != 1 || ns[0].State != "untrusted" || ns[0].Reason == "" {
 		t.Errorf("the verifier did not refuse v2 before its measurements were registered: exit %d, nodes %+v", st, ns)
 	}
 	b.verifier.mustCLI(t, "attest", "policy", "add", filepath.Join(b.out["2"], image.MeasurementsFile))
 	out, st = n.run(agent)
 	t.Logf("agent, v2 registered (exit %d): %s", st, strings.TrimSpace(out))
-	if ns := b.verifier.nodes(t); st != 0 || len(ns) != 1 || ns[0].State != "trusted" || ns[0].Version != "2" || ns[0].Reason != "" {
+	ns = b.verifier.nodes(t)
+	t.Logf("verifier: %+v", ns)
+	if st != 0 || len(ns) != 1 || ns[0].State != "trusted" || ns[0].Version != "2" || ns[0].Reason != "" {
 		t.Errorf("the verifier did not accept v2 once registered: exit %d, nodes %+v", st, ns)
 	}
 
