@@ -22,7 +22,7 @@ import (
 	"github.com/osguard/osguard/update"
 )
 
-// bigImage builds, once per benchmark, a node image with 320 MiB usr
+// bigImage builds, once per benchmark, a node image with 400 MiB usr
 // partitions (v1, the default userland) and a version 2 whose /usr holds
 // a 300 MB file of random bytes, and packs version 2.
 func bigImage(b *testing.B) (v1, v2, bundle, keys string) {
@@ -56,7 +56,7 @@ func bigImage(b *testing.B) (v1, v2, bundle, keys string) {
 		}
 		cfg.Metadata.Version = version
 		cfg.Spec.Rootfs.Path = rootfs
-		cfg.Spec.Layout.UsrSize = "320M"
+		cfg.Spec.Layout.UsrSize = "400M"
 		if _, err := image.Build(image.BuildOptions{
 			Config: cfg, OutDir: out, KeysDir: keys, Epoch: testEpoch, ToolVersion: "test",
 			InitBinary: filepath.Join(bins, "osguard-init"), OsguardBinary: filepath.Join(bins, "osguard"),
