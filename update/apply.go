@@ -8,11 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -45,6 +43,10 @@ type ApplyOptions struct {
 	Efivars string
 	// Securityfs is where IPE lives (default /sys/kernel/security).
 	Securityfs string
+	// SpoolDir holds the copy of a bundle that cannot be read twice (a
+	// URL, a pipe) while it is verified: an unlinked file, gone when apply
+	// ends. Default DefaultSpoolDir.
+	SpoolDir string
 }
 
 // ApplyResult reports an applied update.
@@ -54,6 +56,9 @@ type ApplyResult struct {
 	FromVersion    string
 	BootEntry      uint16
 	Bytes          int64 // payload bytes written
+	// VerifyDuration is the verification pass (the whole bundle read and
+	// checked), UsrDuration the write of the usr payload in the write pass.
+	VerifyDuration time.Duration
 	UsrDuration    time.Duration
 	UsrBytes       int64
 	Duration       time.Duration
@@ -81,42 +86,26 @@ type target struct {
 	esp            bootinit.Partition
 }
 
-// openSource opens a bundle file, device or URL, and says how long it is
-// (-1 when unknown).
-func openSource(ctx context.Context, src string) (io.ReadCloser, int64, error) {
-	if strings.HasPrefix(src, "http://") || strings.HasPrefix(src, "https://") {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, src, nil)
-		if err != nil {
-			return nil, 0, err
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return nil, 0, fmt.Errorf("update: %w", err)
-		}
-		if resp.StatusCode != http.StatusOK {
-			resp.Body.Close()
-			return nil, 0, fmt.Errorf("update: %s: %s", src, resp.Status)
-		}
-		return resp.Body, resp.ContentLength, nil
-	}
-	f, err := os.Open(src)
-	if err != nil {
-		return nil, 0, fmt.Errorf("update: %w", err)
-	}
-	// Seeking to the end gives the size of a file and of a block device.
-	size, err := f.Seek(0, io.SeekEnd)
-	if err != nil {
-		size = -1
-	} else if _, err := f.Seek(0, io.SeekStart); err != nil {
-		f.Close()
-		return nil, 0, fmt.Errorf("update: %w", err)
-	}
-	return f, size, nil
+// applier is apply's view of the node: its db and UEFI variables, the
+// slot to write, the disk's GPT and the ESP. Apply uses the running
+// node's; the unit tests put regular files and a directory in their place.
+type applier struct {
+	db       []*x509.Certificate
+	vars     efiboot.Vars
+	target   func(*Manifest) (*target, error)
+	setUUIDs func(diskDev string, uuids map[int]disk.GUID) error
+	// mountESP mounts the ESP of a disk read-write: its directory and how
+	// to unmount it.
+	mountESP func(diskDev string) (dir string, unmount func() error, err error)
+	logf     func(format string, args ...any)
 }
 
 // Apply verifies a bundle against the node's UEFI db, writes it to the
-// inactive slot and arranges its trial boot. Nothing is written before the
-// manifest's signature, the versions and the layout have been checked.
+// inactive slot and arranges its trial boot. It reads the bundle twice:
+// the first pass checks the manifest's signature, the versions, the
+// layout and every payload byte, and writes nothing (but a spool, see
+// ApplyOptions.SpoolDir); the second pass checks every byte again as it
+// writes.
 func Apply(ctx context.Context, o ApplyOptions) (*ApplyResult, error) {
 	t0 := time.Now()
 	logf := func(format string, args ...any) {
@@ -141,36 +130,56 @@ func Apply(ctx context.Context, o ApplyOptions) (*ApplyResult, error) {
 	if !sb.Enforcing() {
 		logf("warning: Secure Boot is not enforcing (SecureBoot=%v SetupMode=%v): db can be changed by anyone", sb.SecureBoot, sb.SetupMode)
 	}
-	src, srcSize, err := openSource(ctx, o.Source)
+	src, err := openSource(ctx, o.Source, o.SpoolDir)
 	if err != nil {
 		return nil, err
 	}
 	defer src.Close()
-	br, err := Open(src, sb.DB)
+	a := &applier{
+		db: sb.DB, vars: vars, logf: logf, setUUIDs: setUUIDs,
+		target: func(m *Manifest) (*target, error) { return findTarget(o, m) },
+		mountESP: func(diskDev string) (string, func() error, error) {
+			m, err := esp.Mount(diskDev, false)
+			if err != nil {
+				return "", nil, err
+			}
+			return m.Dir, m.Close, nil
+		},
+	}
+	res, err := a.apply(ctx, src)
 	if err != nil {
 		return nil, err
 	}
-	if srcSize >= 0 && srcSize < br.Size {
-		return nil, fmt.Errorf("update: the bundle is truncated: %s has %d bytes, the manifest describes %d", o.Source, srcSize, br.Size)
+	res.Duration = time.Since(t0)
+	return res, nil
+}
+
+// errChanged is the write pass finding other bytes than the verification
+// pass read.
+var errChanged = errors.New("update: the bundle changed after it was verified")
+
+// apply runs the two passes over src.
+func (a *applier) apply(ctx context.Context, src *source) (*ApplyResult, error) {
+	// The verification pass: nothing is written to a partition, the ESP
+	// or a UEFI variable before it has read the whole bundle.
+	t1 := time.Now()
+	br, err := Open(src.verify, a.db)
+	if err != nil {
+		return nil, err
+	}
+	if src.size >= 0 && src.size < br.Size {
+		return nil, fmt.Errorf("update: the bundle is truncated: %s has %d bytes, the manifest describes %d", src.name, src.size, br.Size)
 	}
 	m := br.Manifest
-	logf("bundle %s %s verified: signed by %s", m.Image.Name, m.Image.Version, br.Signer.Subject)
-
-	t, err := findTarget(o, m)
+	a.logf("bundle %s %s: manifest signed by %s", m.Image.Name, m.Image.Version, br.Signer.Subject)
+	t, err := a.target(m)
 	if err != nil {
 		return nil, err
 	}
-	logf("running %s in slot %s (IPE policy %s); writing slot %s", orUnknown(t.runningVersion), t.runningLetter, orUnknown(t.runningIPE), t.letter)
-
-	res := &ApplyResult{Manifest: m, Slot: t.letter, FromSlot: t.runningLetter, FromVersion: t.runningVersion}
-	// The small payloads first, checked before anything is written.
-	p, err := br.Next()
+	a.logf("running %s in slot %s (IPE policy %s); slot %s is to be written", orUnknown(t.runningVersion), t.runningLetter, orUnknown(t.runningIPE), t.letter)
+	measurements, sigJSON, err := verifyPayloads(ctx, br)
 	if err != nil {
-		return nil, err
-	}
-	measurements, err := p.ReadAll()
-	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w; nothing was written", err)
 	}
 	var meas image.Measurements
 	if err := json.Unmarshal(measurements, &meas); err != nil {
@@ -179,119 +188,194 @@ func Apply(ctx context.Context, o ApplyOptions) (*ApplyResult, error) {
 	if meas.Usr.RootHash != m.Usr.RootHash || meas.Version != m.Image.Version {
 		return nil, errors.New("update: measurements.json does not describe the manifest's image")
 	}
-	if p, err = br.Next(); err != nil {
+	if err := checkSignatureJSON(sigJSON, m, a.db); err != nil {
 		return nil, err
 	}
-	sigJSON, err := p.ReadAll()
+	res := &ApplyResult{Manifest: m, Slot: t.letter, FromSlot: t.runningLetter, FromVersion: t.runningVersion, VerifyDuration: time.Since(t1)}
+	how := "in place"
+	if src.spooled {
+		how = "while spooling it to an unlinked file"
+	}
+	a.logf("verified every byte of the bundle (%d bytes, %s) in %.1fs", br.Size, how, res.VerifyDuration.Seconds())
+
+	// The write pass reads the bundle again and checks every chunk again:
+	// a file can change between the passes. Then the write stops at the
+	// first chunk that differs; the signature partition was cleared first
+	// and is written after every other byte of the slot and its UKI, so
+	// the slot is never bootable, and the boot entry and BootNext are set
+	// only after that.
+	r, err := src.rewind()
 	if err != nil {
 		return nil, err
 	}
-	if err := checkSignatureJSON(sigJSON, m, sb.DB); err != nil {
-		return nil, err
+	verified := br.manifestSum
+	if br, err = Open(r, a.db); err != nil {
+		return nil, fmt.Errorf("%w: %w", errChanged, err)
+	}
+	if br.manifestSum != verified {
+		return nil, fmt.Errorf("%w: another manifest", errChanged)
+	}
+	for _, want := range [][]byte{measurements, sigJSON} {
+		p, err := br.Next()
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", errChanged, err)
+		}
+		got, err := p.ReadAll()
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", errChanged, err)
+		}
+		if !bytes.Equal(got, want) {
+			return nil, fmt.Errorf("%w: payload %s", errChanged, p.P.Name)
+		}
 	}
 
 	// From here on the inactive slot is written. Any earlier trial of
 	// it is cancelled, and its signature partition is cleared first, so
 	// that no partial state can boot.
-	if err := efiboot.ClearBootNext(vars); err != nil {
+	if err := efiboot.ClearBootNext(a.vars); err != nil {
 		return nil, fmt.Errorf("update: %w", err)
 	}
-	if err := vars.Delete(trialVar); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := a.vars.Delete(trialVar); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("update: %w", err)
 	}
 	if err := zeroPartition(t.sig); err != nil {
 		return nil, err
 	}
-	logf("cleared %s (%s)", t.sig.Dev, t.sig.Name)
+	a.logf("cleared %s (%s)", t.sig.Dev, t.sig.Name)
+	unbootable := func(err error) error {
+		return fmt.Errorf("%w (slot %s is left without its root-hash signature, so nothing boots it; apply again)", err, t.letter)
+	}
 	for _, w := range []struct {
 		part bootinit.Partition
 		name string
 	}{{t.usr, PayloadUsr}, {t.ver, PayloadVerity}} {
 		p, err := br.Next()
 		if err != nil {
-			return nil, err
+			return nil, unbootable(err)
 		}
 		if p.P.Name != w.name {
-			return nil, fmt.Errorf("update: payload %s where %s belongs", p.P.Name, w.name)
+			return nil, unbootable(fmt.Errorf("update: payload %s where %s belongs", p.P.Name, w.name))
 		}
-		t1 := time.Now()
+		t2 := time.Now()
 		if err := writePartition(w.part, p); err != nil {
-			return nil, err
+			if p.Err() != nil {
+				err = fmt.Errorf("%w: %w", errChanged, err)
+			}
+			return nil, unbootable(err)
 		}
 		if w.name == PayloadUsr {
-			res.UsrDuration, res.UsrBytes = time.Since(t1), p.P.Size
+			res.UsrDuration, res.UsrBytes = time.Since(t2), p.P.Size
 		}
 		res.Bytes += p.P.Size
-		logf("wrote %s: %d bytes to %s (%s) in %.1fs", w.name, p.P.Size, w.part.Dev, w.part.Name, time.Since(t1).Seconds())
+		a.logf("wrote %s: %d bytes to %s (%s) in %.1fs", w.name, p.P.Size, w.part.Dev, w.part.Name, time.Since(t2).Seconds())
 	}
 	usrUUID, err := disk.ParseGUID(m.Usr.PartUUID)
 	if err != nil {
-		return nil, err
+		return nil, unbootable(err)
 	}
 	verUUID, err := disk.ParseGUID(m.Usr.VerityPartUUID)
 	if err != nil {
-		return nil, err
+		return nil, unbootable(err)
 	}
-	if err := setUUIDs(t.usr.Disk, map[int]disk.GUID{t.usr.Index: usrUUID, t.ver.Index: verUUID}); err != nil {
-		return nil, err
+	if err := a.setUUIDs(t.usr.Disk, map[int]disk.GUID{t.usr.Index: usrUUID, t.ver.Index: verUUID}); err != nil {
+		return nil, unbootable(err)
 	}
-	logf("GPT: %s is now %s, %s %s", t.usr.Name, usrUUID, t.ver.Name, verUUID)
-	if err := writeSmall(t.sig, sigJSON); err != nil {
-		return nil, err
-	}
-	res.Bytes += int64(len(sigJSON))
-	logf("wrote the root-hash signature to %s (%s)", t.sig.Dev, t.sig.Name)
-
+	a.logf("GPT: %s is now %s, %s %s", t.usr.Name, usrUUID, t.ver.Name, verUUID)
 	// The UKI and the slot's measurements go to the ESP.
-	mnt, err := esp.Mount(t.esp.Disk, false)
+	dir, unmount, err := a.mountESP(t.esp.Disk)
 	if err != nil {
 		return nil, err
 	}
-	defer mnt.Close()
-	p, err = br.Next()
+	mounted := true
+	defer func() {
+		if mounted {
+			unmount()
+		}
+	}()
+	p, err := br.Next()
 	if err != nil {
-		return nil, err
+		return nil, unbootable(fmt.Errorf("%w: %w", errChanged, err))
 	}
 	ukiPath := esp.SlotUKIPath(t.letter)
-	if err := writeESPFile(mnt.Path(ukiPath), p); err != nil {
-		return nil, err
+	if err := writeESPFile(dir+ukiPath, p); err != nil {
+		if p.Err() != nil {
+			err = fmt.Errorf("%w: %w", errChanged, err)
+		}
+		return nil, unbootable(err)
 	}
 	res.Bytes += p.P.Size
-	logf("wrote the UKI to the ESP: %s (%d bytes)", ukiPath, p.P.Size)
-	if err := writeESPFile(mnt.Path(esp.SlotMeasurementsPath(t.letter)), bytes.NewReader(measurements)); err != nil {
-		return nil, err
+	a.logf("wrote the UKI to the ESP: %s (%d bytes)", ukiPath, p.P.Size)
+	if err := writeESPFile(dir+esp.SlotMeasurementsPath(t.letter), bytes.NewReader(measurements)); err != nil {
+		return nil, unbootable(err)
 	}
+	// The slot's last byte: its root-hash signature.
+	if err := writeSmall(t.sig, sigJSON); err != nil {
+		return nil, unbootable(err)
+	}
+	res.Bytes += int64(len(sigJSON))
+	a.logf("wrote the root-hash signature to %s (%s)", t.sig.Dev, t.sig.Name)
 	opt := efiboot.LoadOption{
 		Attributes: efiboot.LoadOptionActive, Description: "osguard slot " + t.letter,
 		Disk: efiboot.HardDrive{Number: uint32(t.esp.Index), StartLBA: t.esp.FirstLBA, SizeLBA: t.esp.LastLBA - t.esp.FirstLBA + 1,
 			PartUUID: mustSBGUID(t.esp.UUID.String())},
 		Path: efiboot.ESPPath(ukiPath),
 	}
-	n, err := efiboot.SetEntry(vars, opt)
+	n, err := efiboot.SetEntry(a.vars, opt)
 	if err != nil {
 		return nil, fmt.Errorf("update: boot entry: %w", err)
 	}
 	res.BootEntry = n
 	st := &node.UpdateState{LastResult: node.UpdateApplied, Slot: t.letter, Version: m.Image.Version,
 		FromSlot: t.runningLetter, FromVersion: t.runningVersion, BootEntry: n}
-	if err := node.WriteUpdateState(mnt.Dir, st); err != nil {
+	if err := node.WriteUpdateState(dir, st); err != nil {
 		return nil, fmt.Errorf("update: state: %w", err)
 	}
-	if err := mnt.Close(); err != nil {
+	mounted = false
+	if err := unmount(); err != nil {
 		return nil, err
 	}
 	// Last: the marker osguard-init reads, then BootNext.
 	var num [2]byte
 	num[0], num[1] = byte(n), byte(n>>8)
-	if err := vars.Set(trialVar, efiboot.VarAttrs, num[:]); err != nil {
+	if err := a.vars.Set(trialVar, efiboot.VarAttrs, num[:]); err != nil {
 		return nil, fmt.Errorf("update: trial marker: %w", err)
 	}
-	if err := efiboot.SetBootNext(vars, n); err != nil {
+	if err := efiboot.SetBootNext(a.vars, n); err != nil {
 		return nil, fmt.Errorf("update: BootNext: %w", err)
 	}
-	logf("Boot%04X %q → %s; BootNext=%04X: the next boot tries slot %s once", n, opt.Description, opt.Path, n, t.letter)
-	res.Duration = time.Since(t0)
+	a.logf("Boot%04X %q → %s; BootNext=%04X: the next boot tries slot %s once", n, opt.Description, opt.Path, n, t.letter)
 	return res, nil
+}
+
+// verifyPayloads is the rest of the verification pass: it reads every
+// payload of br to its end, each chunk checked against the signed
+// manifest, and keeps the two small ones.
+func verifyPayloads(ctx context.Context, br *Reader) (measurements, sigJSON []byte, err error) {
+	for {
+		p, err := br.Next()
+		if err == io.EOF {
+			return measurements, sigJSON, nil
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := ctx.Err(); err != nil {
+			p.Close()
+			return nil, nil, fmt.Errorf("update: %w", err)
+		}
+		switch p.P.Name {
+		case PayloadMeasurements:
+			measurements, err = p.ReadAll()
+		case PayloadSignature:
+			sigJSON, err = p.ReadAll()
+		default:
+			_, err = p.WriteTo(io.Discard)
+		}
+		if err != nil {
+			p.Close()
+			return nil, nil, err
+		}
+	}
 }
 
 func orUnknown(s string) string {

@@ -27,9 +27,12 @@ type Reader struct {
 	Signer *x509.Certificate
 	// Size is the bundle's length: header, manifest, signature, payloads.
 	Size int64
-	r    io.Reader
-	next int
-	cur  *PayloadReader
+	// manifestSum is the sha256 of the signed manifest bytes: two reads
+	// of one bundle describe the same payloads when their sums match.
+	manifestSum [sha256.Size]byte
+	r           io.Reader
+	next        int
+	cur         *PayloadReader
 }
 
 // Open reads the header, the manifest and its signature from r, and checks
@@ -90,7 +93,7 @@ func Open(r io.Reader, certs []*x509.Certificate) (*Reader, error) {
 	for _, p := range m.Payloads {
 		size += p.Size
 	}
-	return &Reader{Manifest: m, Signer: signer, r: r, Size: size}, nil
+	return &Reader{Manifest: m, Signer: signer, r: r, Size: size, manifestSum: sha256.Sum256(manifest)}, nil
 }
 
 func truncated(err error) error {
@@ -246,6 +249,10 @@ func (p *PayloadReader) Read(b []byte) (int, error) {
 	p.off += n
 	return n, nil
 }
+
+// Err returns the error that stopped the payload: a chunk that did not
+// match its hash, or a short read of the bundle; nil while it is intact.
+func (p *PayloadReader) Err() error { return p.err }
 
 // Close stops the read-ahead of a payload that will not be read to its end.
 func (p *PayloadReader) Close() error {

@@ -47,21 +47,48 @@
 // tree), uki.efi.
 //
 // A reader checks the magic, the bounds and the signature against the db
-// certificates before it returns the manifest, so nothing is written for a
-// foreign or tampered manifest. Payload bytes are checked chunk by chunk as
-// they stream: no chunk reaches a partition before its hash matched. The
-// signed chunk hashes cover every byte, so the payload's whole sha256 is for
-// people and tools (sha256sum) and is not recomputed on the node. A flipped
-// payload byte therefore stops apply at its chunk, after the earlier, intact
-// chunks were written to the inactive slot, whose signature partition was
-// cleared first: the slot is then not bootable, and nothing else changed.
+// certificates before it returns the manifest, and checks payload bytes
+// chunk by chunk as they stream. The signed chunk hashes cover every byte,
+// so the payload's whole sha256 is for people and tools (sha256sum) and is
+// not recomputed on the node.
+//
+// # Two passes: nothing is written for a bundle that is not intact
+//
+// Apply reads the bundle twice. The verification pass checks the
+// manifest's signature, the architecture, the disk layout and the
+// versions, then reads every payload to its end against its chunk hashes
+// and checks the root-hash signature JSON; it writes nothing to a
+// partition, the ESP or a UEFI variable, so a bundle with one flipped byte
+// anywhere (even in the last chunk of the UKI) leaves the node exactly as
+// it was. The write pass reads the bundle again from its first byte and
+// checks every chunk again before it writes it: a file, a block device or
+// a spool can change between the passes. Should it, the write stops at the
+// first chunk that differs, with the slot's signature partition still
+// cleared and no boot entry, trial marker or BootNext for it, so nothing
+// boots the half-written slot (osguard-init needs the signed root hash);
+// the error says so, and a second apply starts over.
+//
+// A bundle file or block device is read in place by both passes. A URL (or
+// a pipe) cannot be read twice, so the verification pass copies it as it
+// reads it to an unlinked file in ApplyOptions.SpoolDir (default
+// /var/tmp, on the node's var partition when it has one, else on the
+// tmpfs root), and the write pass reads that copy. Verifying while
+// spooling downloads the bundle once (a second download would cost the
+// network again, and a server could send other bytes the second time,
+// which the write pass would find only after it began to write);
+// the unlinked file is gone when apply ends or the node loses power. Apply
+// refuses up front when Content-Length says the spool directory has no room.
+//
+// The price is a second read and a second sha256 of every byte. Both are
+// cheap next to the write on real hardware; under QEMU's TCG, which
+// emulates sha256, they dominate (see BenchmarkApplyVM).
 //
 // Apply writes in an order that keeps every partial state unbootable: the
 // inactive slot's signature partition is cleared first and written last
-// (after the slot's partition UUIDs are set in both GPTs), and the boot
-// entry, the trial marker (bootconfig.TrialVarName, read by osguard-init)
-// and BootNext are set only after the UKI and the slot's measurements are
-// on the ESP. `osguard update check-boot`, run at every boot, commits a
+// (after the slot's partition UUIDs are set in both GPTs and the UKI and
+// the slot's measurements are on the ESP), and then the boot entry, the
+// trial marker (bootconfig.TrialVarName, read by osguard-init) and BootNext
+// are set. `osguard update check-boot`, run at every boot, commits a
 // healthy trial boot or records the rollback; its decisions are the
 // node's update state, /osguard/update.json on the ESP, which `osguard
 // status` reports as update.lastResult.

@@ -1,13 +1,17 @@
 package update_test
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -27,6 +31,9 @@ type builds struct {
 	out             map[string]string // version → build directory
 	bundle          map[string]string // name → bundle padded for a virtio disk
 	meas            map[string]image.Measurements
+	// verifier, when set, is the verifier the nodes' TPMs (manufactured
+	// with an EK certificate from its CA) and networks reach.
+	verifier *verifierProc
 }
 
 func buildBins(t testing.TB, dir string) {
@@ -219,6 +226,36 @@ func (n *node) efiU16s(name string) []uint16 {
 	return v
 }
 
+// snapshot is what a refused apply must leave as it was: the sha256 of
+// slot A's partitions (usr-A, usr-A-verity, usr-A-verity-sig), of every
+// file on the ESP, and the firmware's boot variables (Boot####, BootOrder,
+// BootNext) and the trial marker.
+func (n *node) snapshot() string {
+	n.t.Helper()
+	return n.mustRun(`sha256sum /dev/vda2 /dev/vda3 /dev/vda4
+dmesg -n 1; mkdir -p /tmp/esp && mount -t vfat -o ro /dev/vda1 /tmp/esp && (cd /tmp/esp && find . -type f | sort | xargs sha256sum); umount /tmp/esp
+cd /sys/firmware/efi/efivars && for v in Boot* OsguardTrial-*; do [ -e "$v" ] && echo "$v $(od -An -v -tx1 "$v" | tr -d ' \n')"; done; cd /`)
+}
+
+// usrPayloadEnd is the offset just past the usr payload of a bundle.
+func usrPayloadEnd(t testing.TB, d []byte) int {
+	t.Helper()
+	mlen, slen := int(binary.BigEndian.Uint32(d[16:])), int(binary.BigEndian.Uint32(d[20:]))
+	m, err := update.ParseManifest(d[24 : 24+mlen])
+	if err != nil {
+		t.Fatal(err)
+	}
+	off := 24 + mlen + slen
+	for _, p := range m.Payloads {
+		off += int(p.Size)
+		if p.Name == update.PayloadUsr {
+			return off
+		}
+	}
+	t.Fatal("no usr payload")
+	return 0
+}
+
 // reboot reboots the guest after an apply and waits for the next shell
 // and check-boot's decision.
 func (n *node) reboot() string {
@@ -259,6 +296,13 @@ func (b *builds) machine(t *testing.T, version string, bundles ...string) *node 
 	for _, p := range bundles {
 		cfg.Drives = append(cfg.Drives, vm.Drive{Path: p, ReadOnly: true})
 	}
+	if v := b.verifier; v != nil {
+		if err := vm.ManufactureTPM(mach.TPM, v.caDir); err != nil {
+			t.Fatal(err)
+		}
+		cfg.TPMCA = v.caDir
+		cfg.Net = &vm.UserNet{GuestFwd: map[string]string{vm.GuestFwdAddr: v.addr}}
+	}
 	n := &node{t: t, cfg: cfg}
 	n.start()
 	return n
@@ -272,16 +316,22 @@ func (b *builds) machine(t *testing.T, version string, bundles ...string) *node 
 func TestUpdateLifecycle(t *testing.T) {
 	t0 := time.Now()
 	b := newBuilds(t)
-	b.buildVersion(t, "1", nil)
-	b.buildVersion(t, "2", nil)
-	b.buildVersion(t, "3", func(c *image.Config) { c.Spec.Rootfs.Init = "/usr/bin/no-such-init" })
+	// Every version has a network driver: the node reaches the verifier.
+	withNet := func(c *image.Config) { c.Spec.Kernel.Extra = append(c.Spec.Kernel.Extra, "virtio_net") }
+	b.buildVersion(t, "1", withNet)
+	b.buildVersion(t, "2", withNet)
+	b.buildVersion(t, "3", func(c *image.Config) { withNet(c); c.Spec.Rootfs.Init = "/usr/bin/no-such-init" })
+	// A verifier that knows v1 only, as after v1 was rolled out.
+	testutil.NeedTool(t, "swtpm_setup", "swtpm_localca")
+	b.verifier = startVerifier(t, filepath.Join(b.bins, "osguard"), t.TempDir())
+	b.verifier.mustCLI(t, "attest", "policy", "add", filepath.Join(b.out["1"], image.MeasurementsFile))
 	raw := strings.TrimSuffix(b.bundle["v3"], filepath.Ext(b.bundle["v3"]))
-	// One flipped byte in the usr payload (past the header, the manifest
-	// and the signature) and one in the manifest.
-	var mlen int
+	// One flipped byte late in the usr payload, 4 KiB before its end:
+	// every chunk before it is intact. And one in the manifest.
+	var flipped int
 	tamperedUsr := padded(t, raw, func(d []byte) {
-		mlen = int(binary.BigEndian.Uint32(d[16:]))
-		d[24+mlen+16<<10+5000+3<<20] ^= 0x40
+		flipped = usrPayloadEnd(t, d) - 4096
+		d[flipped] ^= 0x40
 	})
 	tamperedManifest := padded(t, raw, func(d []byte) { d[200] ^= 0x01 })
 	truncated := padded(t, raw, func([]byte) {}) // a copy of its own
@@ -334,6 +384,27 @@ func TestUpdateLifecycle(t *testing.T) {
 		t.Errorf("PCR 11 %s, v2 predicts %s", pcr, want)
 	}
 
+	// The verifier, which knows v1's measurements only, refuses the node
+	// that now runs v2; once v2's measurements.json is registered, it
+	// accepts it. Its verdict (attest nodes --json) is the evidence.
+	n.mustRun("ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0")
+	agent := "osguard attest agent --once --verifier http://" + vm.GuestFwdAddr + " 2>&1"
+	out, st := n.run(agent)
+	t.Logf("agent, v2 not registered (exit %d): %s", st, strings.TrimSpace(out))
+	ns := b.verifier.nodes(t)
+	t.Logf("verifier: %+v", ns)
+	if st == 0 || len(ns) != 1 || ns[0].State != "untrusted" || ns[0].Reason == "" {
+		t.Errorf("the verifier did not refuse v2 before its measurements were registered: exit %d, nodes %+v", st, ns)
+	}
+	b.verifier.mustCLI(t, "attest", "policy", "add", filepath.Join(b.out["2"], image.MeasurementsFile))
+	out, st = n.run(agent)
+	t.Logf("agent, v2 registered (exit %d): %s", st, strings.TrimSpace(out))
+	ns = b.verifier.nodes(t)
+	t.Logf("verifier: %+v", ns)
+	if st != 0 || len(ns) != 1 || ns[0].State != "trusted" || ns[0].Version != "2" || ns[0].Reason != "" {
+		t.Errorf("the verifier did not accept v2 once registered: exit %d, nodes %+v", st, ns)
+	}
+
 	// v2 → v3, whose init does not exist: the trial boot fails in
 	// osguard-init, which reboots, and the firmware boots v2 again.
 	out = n.mustRun("osguard update apply /dev/vdc 2>&1")
@@ -352,10 +423,11 @@ func TestUpdateLifecycle(t *testing.T) {
 	}
 	t.Logf("rolled back: %s", s.Update.Reason)
 
-	// Slot A's partitions before the refusals.
-	hashA := n.mustRun("sha256sum /dev/vda2 /dev/vda3 /dev/vda4")
+	// Slot A's partitions, the ESP's files and the firmware's boot
+	// variables before the refusals.
+	before := n.snapshot()
 	// v1: a downgrade.
-	out, st := n.run("osguard update apply /dev/vdd 2>&1")
+	out, st = n.run("osguard update apply /dev/vdd 2>&1")
 	if st != 1 || !strings.Contains(out, "not newer") {
 		t.Errorf("v1 bundle: exit %d:\n%s", st, out)
 	}
@@ -370,14 +442,19 @@ func TestUpdateLifecycle(t *testing.T) {
 	if st != 1 || !strings.Contains(out, "truncated") {
 		t.Errorf("truncated bundle: exit %d:\n%s", st, out)
 	}
-	if again := n.mustRun("sha256sum /dev/vda2 /dev/vda3 /dev/vda4"); again != hashA {
-		t.Errorf("refused bundles changed slot A:\n%s\n%s", hashA, again)
-	}
-	// A flipped usr byte: refused at its chunk, which is never written;
-	// no boot entry, BootNext or state changes.
+	// A flipped usr byte late in the payload: the verification pass finds
+	// it before anything is written, so the intact chunks before it do not
+	// reach slot A either.
 	out, st = n.run("osguard update apply /dev/vde 2>&1")
-	if st != 1 || !regexp.MustCompile(`payload usr: chunk \d+ .* does not match`).MatchString(out) {
+	t.Logf("tampered usr (byte %d of the bundle):\n%s", flipped, out)
+	if st != 1 || !regexp.MustCompile(`payload usr: chunk \d+ .* does not match.*nothing was written`).MatchString(out) {
 		t.Errorf("tampered usr: exit %d:\n%s", st, out)
+	}
+	if strings.Contains(out, "cleared /dev/") {
+		t.Errorf("apply of the tampered usr began to write:\n%s", out)
+	}
+	if after := n.snapshot(); after != before {
+		t.Errorf("refused bundles changed the node:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
 	if next := n.efiU16s("BootNext"); next != nil {
 		t.Errorf("BootNext %v after a refused bundle", next)
@@ -435,4 +512,74 @@ func TestUpdateUnhealthyTrial(t *testing.T) {
 		t.Errorf("BootNext %v after the rollback", next)
 	}
 	t.Logf("rolled back: %s", s.Update.Reason)
+}
+
+// verifierProc is `osguard attest serve` on the host, driven through the
+// CLI as an operator would.
+type verifierProc struct {
+	osguard, addr, url, tokenFile, caDir string
+	log                                  *bytes.Buffer
+}
+
+func startVerifier(t *testing.T, osguard, dir string) *verifierProc {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	v := &verifierProc{osguard: osguard, addr: addr, url: "http://" + addr, tokenFile: filepath.Join(dir, "token"),
+		caDir: filepath.Join(dir, "tpm-ca"), log: &bytes.Buffer{}}
+	// The EK CA is read at each enrollment: it appears when the node's
+	// TPM is manufactured.
+	cmd := exec.Command(osguard, "attest", "serve", "--listen", addr, "--db", "sqlite:"+filepath.Join(dir, "v.db"),
+		"--token-file", v.tokenFile, "--ek-ca", filepath.Join(v.caDir, "issuercert.pem"))
+	cmd.Stdout, cmd.Stderr = v.log, v.log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("verifier log:\n%s", v.log.String())
+		}
+	})
+	for i := 0; ; i++ {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return v
+		}
+		if i > 200 {
+			t.Fatalf("the verifier did not listen on %s: %s", addr, v.log.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (v *verifierProc) mustCLI(t *testing.T, args ...string) string {
+	t.Helper()
+	args = append(args, "--verifier", v.url, "--token-file", v.tokenFile)
+	out, err := exec.Command(v.osguard, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("osguard %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// attestedNode is one line of `osguard attest nodes --json`.
+type attestedNode struct {
+	Node, Image, Version, State, Reason string
+}
+
+func (v *verifierProc) nodes(t *testing.T) []attestedNode {
+	t.Helper()
+	out := v.mustCLI(t, "attest", "nodes", "--json")
+	var ns []attestedNode
+	if err := json.Unmarshal([]byte(out), &ns); err != nil {
+		t.Fatalf("attest nodes --json: %v: %s", err, out)
+	}
+	return ns
 }

@@ -89,11 +89,18 @@ the manifest's signature against the certificates in the node's UEFI db
 the IPE policy version are higher than the running ones (--allow-downgrade
 accepts lower ones).
 
-It then writes the inactive slot (usr, usr-verity, usr-verity-sig, with the
-partition UUIDs the new root hash gives), each chunk checked against the
-signed manifest before it is written, the signature partition cleared first
-and written last; puts the UKI on the ESP; and sets a Boot#### entry and
-BootNext for one trial boot. It never writes the running slot. Reboot to try
+Before it writes anything it also reads the whole bundle once and checks
+every payload byte against the signed manifest: a bundle with one flipped
+byte anywhere is refused and nothing on the node changes. A URL (or a pipe)
+cannot be read twice, so this pass keeps a copy in an unlinked file in
+--spool-dir, gone when apply ends.
+
+It then reads the bundle again and writes the inactive slot (usr, usr-verity,
+usr-verity-sig, with the partition UUIDs the new root hash gives), each chunk
+checked again before it is written (should the file change in between, the
+write stops and the slot, whose signature partition is cleared first and
+written last, boots nothing); puts the UKI on the ESP; and sets a Boot####
+entry and BootNext for one trial boot. It never writes the running slot. Reboot to try
 the new slot: 'osguard update check-boot' commits it when the node is
 healthy; any failure before that returns the node to the old slot.
 
@@ -116,7 +123,8 @@ Exit status 1 when the bundle is refused or cannot be applied.`,
 				return enc.Encode(map[string]any{
 					"image": res.Manifest.Image, "slot": res.Slot, "fromSlot": res.FromSlot, "fromVersion": res.FromVersion,
 					"bootEntry": fmt.Sprintf("Boot%04X", res.BootEntry), "bytes": res.Bytes,
-					"usrBytes": res.UsrBytes, "usrSeconds": res.UsrDuration.Seconds(), "seconds": res.Duration.Seconds(),
+					"usrBytes": res.UsrBytes, "usrSeconds": res.UsrDuration.Seconds(), "verifySeconds": res.VerifyDuration.Seconds(),
+					"seconds": res.Duration.Seconds(),
 				})
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "applied %s %s to slot %s (Boot%04X, BootNext); reboot for its trial boot\n",
@@ -127,6 +135,7 @@ Exit status 1 when the bundle is refused or cannot be applied.`,
 	f := cmd.Flags()
 	f.BoolVar(&o.AllowDowngrade, "allow-downgrade", false, "accept an image or IPE policy version that is not higher than the running one")
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
+	f.StringVar(&o.SpoolDir, "spool-dir", update.DefaultSpoolDir, "where the copy of a URL's bundle is kept while it is verified")
 	return cmd
 }
 
