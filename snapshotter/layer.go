@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"time"
 
@@ -162,8 +163,12 @@ func createVerity(dir, name string, rec *Record) (dm.Device, error) {
 		return dm.Device{}, err
 	}
 	defer lo.Close()
+	// The signature goes to the kernel as a key of this thread, and the
+	// table that names it is loaded from the same thread.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	desc := "osguard:layer:" + strings.TrimPrefix(rec.DiffID, "sha256:")
-	keyID, err := keyring.AddProcess(desc, sig)
+	keyID, err := keyring.AddThread(desc, sig)
 	if err != nil {
 		return dm.Device{}, err
 	}

@@ -23,15 +23,18 @@ func AddUser(desc string, payload []byte) (int, error) {
 	return id, nil
 }
 
-// AddProcess adds a key of type "user" to the calling process's keyring
-// (@p), which the kernel searches for that process only. A daemon that
-// creates dm-verity devices uses it: a systemd service's session keyring
-// is private and not linked to the user keyring, but the process keyring is
-// always searched. Invalidate the key once the table is loaded.
-func AddProcess(desc string, payload []byte) (int, error) {
-	id, err := unix.AddKey("user", desc, payload, unix.KEY_SPEC_PROCESS_KEYRING)
+// AddThread adds a key of type "user" to the calling thread's keyring
+// (@t), which the kernel searches first. A daemon that creates dm-verity
+// devices uses it: a systemd service's session keyring is private and not
+// linked to the user keyring, and the process keyring lives in each
+// thread's credentials, so a Go program may load the table from a thread
+// that does not see it. The caller must hold its OS thread
+// (runtime.LockOSThread) from AddThread until the table is loaded, and
+// should invalidate the key then.
+func AddThread(desc string, payload []byte) (int, error) {
+	id, err := unix.AddKey("user", desc, payload, unix.KEY_SPEC_THREAD_KEYRING)
 	if err != nil {
-		return 0, fmt.Errorf("keyring: add process key %q: %w", desc, err)
+		return 0, fmt.Errorf("keyring: add thread key %q: %w", desc, err)
 	}
 	return id, nil
 }
