@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
 	"sync"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/osguard/osguard/internal/tarfs"
 	"github.com/osguard/osguard/layer"
 	"github.com/osguard/osguard/layersig"
 	"github.com/osguard/osguard/oci"
@@ -96,11 +98,13 @@ type converted struct {
 func measureAll(l *oci.Layout, imgs []oci.Image, o Options) map[digest.Digest]*converted {
 	var todo []ocispec.Descriptor
 	out := map[digest.Digest]*converted{}
+	want := map[digest.Digest]digest.Digest{}
 	for _, img := range imgs {
-		for _, d := range img.Manifest.Layers {
+		for i, d := range img.Manifest.Layers {
 			if out[d.Digest] == nil {
 				out[d.Digest] = &converted{}
 				todo = append(todo, d)
+				want[d.Digest] = img.Config.RootFS.DiffIDs[i]
 			}
 		}
 	}
@@ -115,7 +119,7 @@ func measureAll(l *oci.Layout, imgs []oci.Image, o Options) map[digest.Digest]*c
 		wg.Go(func() {
 			for d := range jobs {
 				start := time.Now()
-				res, err := measure(l, d, o)
+				res, err := measure(l, d, want[d.Digest], o)
 				c := out[d.Digest]
 				c.res, c.err, c.seconds = res, err, time.Since(start).Seconds()
 				if o.Progress != nil {
@@ -138,7 +142,15 @@ func measureAll(l *oci.Layout, imgs []oci.Image, o Options) map[digest.Digest]*c
 	return out
 }
 
-func measure(l *oci.Layout, d ocispec.Descriptor, o Options) (*layer.Result, error) {
+func measure(l *oci.Layout, d ocispec.Descriptor, want digest.Digest, o Options) (*layer.Result, error) {
+	f, err := l.BlobFile(d)
+	if err == nil {
+		defer f.Close()
+		return measureFile(f, d, want, o)
+	}
+	if !errors.Is(err, oci.ErrNotFile) {
+		return nil, err
+	}
 	rc, err := l.Open(d)
 	if err != nil {
 		return nil, err
@@ -154,6 +166,32 @@ func measure(l *oci.Layout, d ocispec.Descriptor, o Options) (*layer.Result, err
 		return nil, err
 	}
 	return res, nil
+}
+
+// measureFile converts a blob file in place. An uncompressed blob is its
+// own DiffID: the conversion checks the content against the blob digest
+// while it writes the image. A compressed one has its digest checked on
+// another goroutine meanwhile.
+func measureFile(f *os.File, d ocispec.Descriptor, want digest.Digest, o Options) (*layer.Result, error) {
+	head := make([]byte, 6)
+	n, _ := f.ReadAt(head, 0)
+	if tarfs.Detect(head[:n]) == tarfs.None && d.Digest.Algorithm() == digest.SHA256 {
+		res, err := layer.Measure(f, layer.Options{TempDir: o.TempDir, DiffID: d.Digest.String()})
+		if err != nil {
+			// A broken tar may be a changed blob: say so if it is.
+			if verr := oci.VerifyDigest(f, d); verr != nil {
+				return nil, verr
+			}
+		}
+		return res, err
+	}
+	ch := make(chan error, 1)
+	go func() { ch <- oci.VerifyDigest(f, d) }()
+	res, err := layer.Measure(f, layer.Options{TempDir: o.TempDir, DiffID: want.String()})
+	if verr := <-ch; verr != nil {
+		return nil, verr
+	}
+	return res, err
 }
 
 // checkDiffID compares a conversion with the config's diff_id of layer i.

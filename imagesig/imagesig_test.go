@@ -361,3 +361,31 @@ func digestOf(b []byte) digest.Digest { return digest.FromBytes(b) }
 func pemCert(c *x509.Certificate) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
 }
+
+// TestTamperedBlob: a layer blob changed in place (same size) is caught by
+// its digest, plain (checked through the DiffID) or compressed (hashed
+// beside the conversion), in Sign and in Verify.
+func TestTamperedBlob(t *testing.T) {
+	a := key(t, "a")
+	for _, comp := range ocitest.Compressions {
+		t.Run(string(comp), func(t *testing.T) {
+			dir := t.TempDir()
+			s := ocitest.SampleLayout(t, dir, ocitest.LayoutOptions{Compression: comp,
+				Layers: [][]ocitest.Entry{{{Name: "f", Body: bytes.Repeat([]byte("data"), 5000)}}}})
+			sign(t, dir, "", a)
+			p := filepath.Join(dir, "blobs", "sha256", s.Layers[0].Digest.Encoded())
+			b, _ := os.ReadFile(p)
+			b[len(b)-1] ^= 0xff // the last byte: tar padding or the compressed trailer
+			os.WriteFile(p, b, 0o644)
+			_, err := imagesig.Sign(open(t, dir), "", a.key, a.cert, imagesig.Options{TempDir: t.TempDir()})
+			if err == nil || !strings.Contains(err.Error(), s.Layers[0].Digest.String()) {
+				t.Fatalf("Sign of a tampered blob: %v", err)
+			}
+			rep := verify(t, open(t, dir), "", a)
+			if rep.OK || statuses(rep) != "bad-layer" || !strings.Contains(rep.Images[0].Layers[0].Message, "does not match its digest") {
+				t.Fatalf("Verify of a tampered blob: %s", statuses(rep))
+			}
+			t.Logf("%s: %s", comp, rep.Images[0].Layers[0].Message)
+		})
+	}
+}

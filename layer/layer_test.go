@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -237,6 +238,26 @@ func TestConvert(t *testing.T) {
 					t.Fatalf("Measure gives %+v, Convert %+v", m, res)
 				}
 			}
+			// An uncompressed file takes the in-place path, with and
+			// without the expected DiffID: the same bytes.
+			tarFile := filepath.Join(dir, "layer.tar")
+			os.WriteFile(tarFile, plain, 0o644)
+			for _, want := range []string{"", wantDiff} {
+				f, err := os.Open(tarFile)
+				if err != nil {
+					t.Fatal(err)
+				}
+				out, _ := os.Create(filepath.Join(dir, "file.img"))
+				res, err := layer.Convert(f, out, layer.Options{TempDir: dir, DiffID: want})
+				f.Close()
+				out.Close()
+				if err != nil {
+					t.Fatalf("Convert(file, DiffID %q): %v", want, err)
+				}
+				if b, _ := os.ReadFile(filepath.Join(dir, "file.img")); !bytes.Equal(b, first) || fmt.Sprint(res) != fmt.Sprint(firstRes) {
+					t.Fatalf("Convert(file, DiffID %q) differs from the stream conversion", want)
+				}
+			}
 			res := firstRes
 			if res.ImageSize%4096 != 0 || res.HashOffset != res.ImageSize || res.Verity.DataBlocks*4096 != uint64(res.ImageSize) {
 				t.Fatalf("bad geometry %+v", res)
@@ -351,6 +372,31 @@ func TestHostile(t *testing.T) {
 				t.Errorf("error %q does not say where it comes from", err)
 			}
 		})
+	}
+}
+
+// TestExpectedDiffID: a layer whose content is not the expected DiffID
+// fails, whether read as a file or as a stream.
+func TestExpectedDiffID(t *testing.T) {
+	dir := t.TempDir()
+	plain := ocitest.Tar(t, convertCases()[0].entries)
+	p := filepath.Join(dir, "l.tar")
+	os.WriteFile(p, plain, 0o644)
+	wrong := "sha256:" + strings.Repeat("0", 64)
+	for _, asFile := range []bool{false, true} {
+		var blob io.Reader = bytes.NewReader(plain)
+		if asFile {
+			f, err := os.Open(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			blob = f
+		}
+		_, err := layer.Measure(blob, layer.Options{TempDir: dir, DiffID: wrong})
+		if !errors.Is(err, layer.ErrDiffID) || !strings.Contains(err.Error(), wrong) {
+			t.Fatalf("file %v: %v, want ErrDiffID", asFile, err)
+		}
 	}
 }
 

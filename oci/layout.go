@@ -399,6 +399,49 @@ func (l *Layout) Open(d ocispec.Descriptor) (io.ReadCloser, error) {
 	return &verifyReader{rc: rc, r: io.LimitReader(rc, d.Size), v: d.Digest.Verifier(), d: d}, nil
 }
 
+// ErrNotFile is returned by BlobFile for an archive layout.
+var ErrNotFile = errors.New("oci: blobs of an archive are not files")
+
+// BlobFile opens blob d of a directory layout as a file, for readers that
+// want it whole (in-place reads, parallel hashing). Only its size is
+// checked: the caller must check the digest, by reading it through
+// VerifyDigest or by an equivalent check of its own.
+func (l *Layout) BlobFile(d ocispec.Descriptor) (*os.File, error) {
+	if l.root == nil {
+		return nil, ErrNotFile
+	}
+	name, err := blobPath(d.Digest)
+	if err != nil {
+		return nil, err
+	}
+	f, err := l.root.Open(name)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%w: blob %s", ErrNotFound, d.Digest)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("oci: blob %s: %w", d.Digest, err)
+	}
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = errors.New("not a regular file")
+	} else if err == nil && fi.Size() != d.Size {
+		err = fmt.Errorf("%d bytes, its descriptor says %d", fi.Size(), d.Size)
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("oci: blob %s: %w", d.Digest, err)
+	}
+	return f, nil
+}
+
+// VerifyDigest reads r (d.Size bytes from its start) and checks them
+// against d's digest.
+func VerifyDigest(r io.ReaderAt, d ocispec.Descriptor) error {
+	v := &verifyReader{rc: io.NopCloser(nil), r: io.NewSectionReader(r, 0, d.Size), v: d.Digest.Verifier(), d: d}
+	_, err := io.CopyBuffer(io.Discard, v, make([]byte, 1<<20))
+	return err
+}
+
 type verifyReader struct {
 	rc   io.ReadCloser
 	r    io.Reader
