@@ -389,3 +389,48 @@ func TestTamperedBlob(t *testing.T) {
 		})
 	}
 }
+
+// TestMalformedReferrers: a referrer that is not what it claims stops
+// Verify with an error naming it, and never passes as a signature.
+func TestMalformedReferrers(t *testing.T) {
+	a := key(t, "a")
+	cases := []struct {
+		name   string
+		blob   []byte // the referrer's document
+		mt     string // its media type in the referrer
+		break_ func(dir string, s *ocitest.Sample, bd ocispec.Descriptor)
+		want   string
+	}{
+		{"not-json", []byte("{"), layersig.ArtifactType, nil, "layersig"},
+		{"unknown-field", []byte(`{"schemaVersion":1,"layers":[],"x":1}`), layersig.ArtifactType, nil, "unknown"},
+		{"no-layers", []byte(`{"schemaVersion":1,"layers":[]}`), layersig.ArtifactType, nil, "no layers"},
+		{"blob-missing", []byte(`{}`), layersig.ArtifactType, func(dir string, s *ocitest.Sample, bd ocispec.Descriptor) {
+			os.Remove(filepath.Join(dir, "blobs", "sha256", bd.Digest.Encoded()))
+		}, "not found"},
+		{"blob-tampered", []byte(`{"schemaVersion":1}`), layersig.ArtifactType, func(dir string, s *ocitest.Sample, bd ocispec.Descriptor) {
+			os.WriteFile(filepath.Join(dir, "blobs", "sha256", bd.Digest.Encoded()), []byte(`{"schemaVersion":2}`), 0o644)
+		}, "does not match its digest"},
+		{"huge", bytes.Repeat([]byte(" "), layersig.MaxDocumentSize+1), layersig.ArtifactType, nil, "document of"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			s := ocitest.SampleLayout(t, dir, ocitest.LayoutOptions{Layers: [][]ocitest.Entry{{{Name: "f"}}}})
+			l := open(t, dir)
+			bd, err := l.PutBlob(c.mt, c.blob)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := l.AddReferrer(oci.Referrer{Subject: s.Manifest, ArtifactType: layersig.ArtifactType, Blobs: []ocispec.Descriptor{bd}}); err != nil {
+				t.Fatal(err)
+			}
+			if c.break_ != nil {
+				c.break_(dir, s, bd)
+			}
+			rep, err := imagesig.Verify(open(t, dir), "", a.cert, imagesig.Options{TempDir: t.TempDir()})
+			if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "referrer sha256:") {
+				t.Fatalf("Verify: %v (report %+v), want an error naming the referrer and containing %q", err, rep, c.want)
+			}
+		})
+	}
+}
