@@ -213,7 +213,12 @@ func resolve(l *oci.Layout, ref string) (ocispec.Descriptor, []oci.Image, error)
 		return d, nil, err
 	}
 	var linux []oci.Image
+	seen := map[digest.Digest]bool{}
 	for _, img := range imgs {
+		if seen[img.Descriptor.Digest] {
+			continue // listed twice: signed once
+		}
+		seen[img.Descriptor.Digest] = true
 		if img.Platform == nil || img.Platform.OS == "" || img.Platform.OS == "linux" {
 			linux = append(linux, img)
 		}
