@@ -436,3 +436,36 @@ func mount(t *testing.T, img string) string {
 	t.Helper()
 	return testutil.MountErofs(t, img)
 }
+
+// TestOverlay stacks the sample image's two converted layers with the
+// kernel's overlayfs, the judge of what whiteouts and opaque directories
+// mean: /etc/motd is gone, /opt/old holds only "new", the rest shows.
+func TestOverlay(t *testing.T) {
+	testutil.NeedRoot(t)
+	dir := t.TempDir()
+	var mnts []string
+	for i, ents := range [][]E{ocitest.BaseLayer(t), ocitest.TopLayer()} {
+		img := filepath.Join(dir, fmt.Sprintf("l%d.img", i))
+		convertFile(t, ocitest.Tar(t, ents), img)
+		mnts = append(mnts, mount(t, img))
+	}
+	ov := t.TempDir()
+	// lowerdir lists the top layer first.
+	if out, err := exec.Command("mount", "-t", "overlay", "overlay", "-o", "ro,lowerdir="+mnts[1]+":"+mnts[0], ov).CombinedOutput(); err != nil {
+		t.Fatalf("mount overlay: %v\n%s", err, out)
+	}
+	defer func() {
+		if out, err := exec.Command("umount", ov).CombinedOutput(); err != nil {
+			t.Errorf("umount overlay: %v\n%s", err, out)
+		}
+	}()
+	noEntry(t, ov, "etc/motd", "opt/old/a", "opt/old/b")
+	for p, want := range map[string]string{"opt/old/new": "new\n", "etc/passwd": "root:x:0:0:root:/:/bin/sh\n", "hello.txt": "hello from a signed layer\n"} {
+		if b, err := os.ReadFile(filepath.Join(ov, p)); err != nil || string(b) != want {
+			t.Errorf("%s: %q, %v; want %q", p, b, err, want)
+		}
+	}
+	if out, err := exec.Command(filepath.Join(ov, "bin/busybox"), "true").CombinedOutput(); err != nil {
+		t.Errorf("busybox from the lower layer: %v\n%s", err, out)
+	}
+}
