@@ -143,40 +143,70 @@ func measureAll(l *oci.Layout, imgs []oci.Image, o Options) map[digest.Digest]*c
 }
 
 func measure(l *oci.Layout, d ocispec.Descriptor, want digest.Digest, o Options) (*layer.Result, error) {
-	f, err := l.BlobFile(d)
-	if err == nil {
-		defer f.Close()
-		return measureFile(f, d, want, o)
+	return ConvertBlob(l, d, want, nil, o.TempDir)
+}
+
+// ConvertBlob converts the layer blob d of l with package layer and checks
+// along the way that the blob has d's digest and, when diffID is not
+// empty, that its uncompressed content has that DiffID (from the image
+// config). With out nil nothing but the spool is written (layer.Measure);
+// else out receives the image and its hash tree (layer.Convert). On the
+// node, out then holds exactly what the publisher signed, or ConvertBlob
+// fails.
+//
+// A directory layout's blob file is read in place: an uncompressed one is
+// its own DiffID, checked while the image is written; a compressed one has
+// its digest checked on another goroutine meanwhile. An archive's blob is
+// streamed and its digest checked at the end.
+func ConvertBlob(l *oci.Layout, d ocispec.Descriptor, diffID digest.Digest, out *os.File, tempDir string) (*layer.Result, error) {
+	run := func(r io.Reader, expect string) (*layer.Result, error) {
+		opts := layer.Options{TempDir: tempDir, DiffID: expect}
+		if out == nil {
+			return layer.Measure(r, opts)
+		}
+		return layer.Convert(r, out, opts)
 	}
-	if !errors.Is(err, oci.ErrNotFile) {
+	var res *layer.Result
+	f, err := l.BlobFile(d)
+	switch {
+	case err == nil:
+		defer f.Close()
+		res, err = convertFile(f, d, diffID, run)
+	case errors.Is(err, oci.ErrNotFile):
+		res, err = convertStream(l, d, diffID, run)
+	}
+	if err != nil {
 		return nil, err
 	}
+	if diffID != "" && res.DiffID != diffID.String() {
+		return nil, fmt.Errorf("%w: the layer's uncompressed content is %s, the config says %s", layer.ErrDiffID, res.DiffID, diffID)
+	}
+	return res, nil
+}
+
+type convertFunc func(r io.Reader, expectDiffID string) (*layer.Result, error)
+
+func convertStream(l *oci.Layout, d ocispec.Descriptor, diffID digest.Digest, run convertFunc) (*layer.Result, error) {
 	rc, err := l.Open(d)
 	if err != nil {
 		return nil, err
 	}
 	defer rc.Close()
-	res, err := layer.Measure(rc, layer.Options{TempDir: o.TempDir})
-	if err != nil {
-		return nil, err
+	res, err := run(rc, diffID.String())
+	// The conversion stops at the end of the compressed stream: read the
+	// rest, so that the blob's digest is checked over all its bytes (and
+	// named as the cause when the content was changed).
+	if _, derr := io.Copy(io.Discard, rc); derr != nil {
+		return nil, derr
 	}
-	// Measure stops at the end of the compressed stream: read the rest so
-	// that the blob's digest is checked over all its bytes.
-	if _, err := io.Copy(io.Discard, rc); err != nil {
-		return nil, err
-	}
-	return res, nil
+	return res, err
 }
 
-// measureFile converts a blob file in place. An uncompressed blob is its
-// own DiffID: the conversion checks the content against the blob digest
-// while it writes the image. A compressed one has its digest checked on
-// another goroutine meanwhile.
-func measureFile(f *os.File, d ocispec.Descriptor, want digest.Digest, o Options) (*layer.Result, error) {
+func convertFile(f *os.File, d ocispec.Descriptor, diffID digest.Digest, run convertFunc) (*layer.Result, error) {
 	head := make([]byte, 6)
 	n, _ := f.ReadAt(head, 0)
 	if tarfs.Detect(head[:n]) == tarfs.None && d.Digest.Algorithm() == digest.SHA256 {
-		res, err := layer.Measure(f, layer.Options{TempDir: o.TempDir, DiffID: d.Digest.String()})
+		res, err := run(f, d.Digest.String())
 		if err != nil {
 			// A broken tar may be a changed blob: say so if it is.
 			if verr := oci.VerifyDigest(f, d); verr != nil {
@@ -187,7 +217,7 @@ func measureFile(f *os.File, d ocispec.Descriptor, want digest.Digest, o Options
 	}
 	ch := make(chan error, 1)
 	go func() { ch <- oci.VerifyDigest(f, d) }()
-	res, err := layer.Measure(f, layer.Options{TempDir: o.TempDir, DiffID: want.String()})
+	res, err := run(f, diffID.String())
 	if verr := <-ch; verr != nil {
 		return nil, verr
 	}

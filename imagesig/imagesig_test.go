@@ -7,8 +7,10 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math/big"
 	"os"
 	"os/exec"
@@ -25,6 +27,7 @@ import (
 	"github.com/osguard/osguard/imagesig"
 	"github.com/osguard/osguard/internal/ocitest"
 	"github.com/osguard/osguard/internal/testutil"
+	"github.com/osguard/osguard/layer"
 	"github.com/osguard/osguard/layersig"
 	"github.com/osguard/osguard/oci"
 	"github.com/osguard/osguard/verity"
@@ -209,7 +212,7 @@ func TestSignFailsCleanly(t *testing.T) {
 		diff func([]byte) []byte // the tar the config's diff_id is computed from
 		want string
 	}{
-		{"diffid", good, func([]byte) []byte { return append(append([]byte(nil), good...), 0) }, "differs from the config's diff_id"},
+		{"diffid", good, func([]byte) []byte { return append(append([]byte(nil), good...), 0) }, "the config says"},
 		{"truncated-gzip", gz[:len(gz)/2], func([]byte) []byte { return good }, "unexpected EOF"},
 		{"dotdot", ocitest.Tar(t, []ocitest.Entry{{Name: "../x"}}), nil, "insecure path"},
 	}
@@ -430,6 +433,55 @@ func TestMalformedReferrers(t *testing.T) {
 			rep, err := imagesig.Verify(open(t, dir), "", a.cert, imagesig.Options{TempDir: t.TempDir()})
 			if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "referrer sha256:") {
 				t.Fatalf("Verify: %v (report %+v), want an error naming the referrer and containing %q", err, rep, c.want)
+			}
+		})
+	}
+}
+
+// TestConvertBlob: the node's conversion, from a directory (in place) and
+// from an archive (streamed), writes the bytes layer.Convert writes from
+// the plain tar, with the root hash that Sign signed.
+func TestConvertBlob(t *testing.T) {
+	a := key(t, "a")
+	for _, comp := range ocitest.Compressions {
+		t.Run(string(comp), func(t *testing.T) {
+			dir := t.TempDir()
+			s := ocitest.SampleLayout(t, dir, ocitest.LayoutOptions{Compression: comp})
+			rep := sign(t, dir, "", a)
+			tmp := t.TempDir()
+			ref, _ := os.Create(filepath.Join(tmp, "ref.img"))
+			want, err := layer.Convert(bytes.NewReader(s.Tars[1]), ref, layer.Options{TempDir: tmp})
+			ref.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantBytes, _ := os.ReadFile(filepath.Join(tmp, "ref.img"))
+			arch := filepath.Join(tmp, "a.tar")
+			ocitest.Archive(t, dir, arch)
+			af, _ := os.Open(arch)
+			defer af.Close()
+			fi, _ := af.Stat()
+			al, err := oci.OpenArchive(af, fi.Size())
+			if err != nil {
+				t.Fatal(err)
+			}
+			for name, l := range map[string]*oci.Layout{"dir": open(t, dir), "archive": al} {
+				out, _ := os.Create(filepath.Join(tmp, name+".img"))
+				res, err := imagesig.ConvertBlob(l, s.Layers[1], s.DiffIDs[1], out, tmp)
+				out.Close()
+				if err != nil {
+					t.Fatalf("%s: %v", name, err)
+				}
+				got, _ := os.ReadFile(filepath.Join(tmp, name+".img"))
+				if !bytes.Equal(got, wantBytes) || fmt.Sprint(res) != fmt.Sprint(want) {
+					t.Fatalf("%s: conversion differs from layer.Convert of the tar", name)
+				}
+				if hex.EncodeToString(res.Verity.RootHash) != rep.Images[0].Layers[1].RootHash {
+					t.Fatalf("%s: root hash %x, signed %s", name, res.Verity.RootHash, rep.Images[0].Layers[1].RootHash)
+				}
+				if _, err := imagesig.ConvertBlob(l, s.Layers[1], s.DiffIDs[0], nil, tmp); !errors.Is(err, layer.ErrDiffID) {
+					t.Fatalf("%s: wrong diff_id: %v", name, err)
+				}
 			}
 		})
 	}
