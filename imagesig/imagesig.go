@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
 	"sync"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/osguard/osguard/internal/tarfs"
 	"github.com/osguard/osguard/layer"
 	"github.com/osguard/osguard/layersig"
 	"github.com/osguard/osguard/oci"
@@ -96,11 +98,13 @@ type converted struct {
 func measureAll(l *oci.Layout, imgs []oci.Image, o Options) map[digest.Digest]*converted {
 	var todo []ocispec.Descriptor
 	out := map[digest.Digest]*converted{}
+	want := map[digest.Digest]digest.Digest{}
 	for _, img := range imgs {
-		for _, d := range img.Manifest.Layers {
+		for i, d := range img.Manifest.Layers {
 			if out[d.Digest] == nil {
 				out[d.Digest] = &converted{}
 				todo = append(todo, d)
+				want[d.Digest] = img.Config.RootFS.DiffIDs[i]
 			}
 		}
 	}
@@ -115,7 +119,7 @@ func measureAll(l *oci.Layout, imgs []oci.Image, o Options) map[digest.Digest]*c
 		wg.Go(func() {
 			for d := range jobs {
 				start := time.Now()
-				res, err := measure(l, d, o)
+				res, err := measure(l, d, want[d.Digest], o)
 				c := out[d.Digest]
 				c.res, c.err, c.seconds = res, err, time.Since(start).Seconds()
 				if o.Progress != nil {
@@ -138,22 +142,86 @@ func measureAll(l *oci.Layout, imgs []oci.Image, o Options) map[digest.Digest]*c
 	return out
 }
 
-func measure(l *oci.Layout, d ocispec.Descriptor, o Options) (*layer.Result, error) {
+func measure(l *oci.Layout, d ocispec.Descriptor, want digest.Digest, o Options) (*layer.Result, error) {
+	return ConvertBlob(l, d, want, nil, o.TempDir)
+}
+
+// ConvertBlob converts the layer blob d of l with package layer and checks
+// along the way that the blob has d's digest and, when diffID is not
+// empty, that its uncompressed content has that DiffID (from the image
+// config). With out nil nothing but the spool is written (layer.Measure);
+// else out receives the image and its hash tree (layer.Convert). On the
+// node, out then holds exactly what the publisher signed, or ConvertBlob
+// fails.
+//
+// A directory layout's blob file is read in place: an uncompressed one is
+// its own DiffID, checked while the image is written; a compressed one has
+// its digest checked on another goroutine meanwhile. An archive's blob is
+// streamed and its digest checked at the end.
+func ConvertBlob(l *oci.Layout, d ocispec.Descriptor, diffID digest.Digest, out *os.File, tempDir string) (*layer.Result, error) {
+	run := func(r io.Reader, expect string) (*layer.Result, error) {
+		opts := layer.Options{TempDir: tempDir, DiffID: expect}
+		if out == nil {
+			return layer.Measure(r, opts)
+		}
+		return layer.Convert(r, out, opts)
+	}
+	var res *layer.Result
+	f, err := l.BlobFile(d)
+	switch {
+	case err == nil:
+		defer f.Close()
+		res, err = convertFile(f, d, diffID, run)
+	case errors.Is(err, oci.ErrNotFile):
+		res, err = convertStream(l, d, diffID, run)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if diffID != "" && res.DiffID != diffID.String() {
+		return nil, fmt.Errorf("%w: the layer's uncompressed content is %s, the config says %s", layer.ErrDiffID, res.DiffID, diffID)
+	}
+	return res, nil
+}
+
+type convertFunc func(r io.Reader, expectDiffID string) (*layer.Result, error)
+
+func convertStream(l *oci.Layout, d ocispec.Descriptor, diffID digest.Digest, run convertFunc) (*layer.Result, error) {
 	rc, err := l.Open(d)
 	if err != nil {
 		return nil, err
 	}
 	defer rc.Close()
-	res, err := layer.Measure(rc, layer.Options{TempDir: o.TempDir})
-	if err != nil {
-		return nil, err
+	res, err := run(rc, diffID.String())
+	// The conversion stops at the end of the compressed stream: read the
+	// rest, so that the blob's digest is checked over all its bytes (and
+	// named as the cause when the content was changed).
+	if _, derr := io.Copy(io.Discard, rc); derr != nil {
+		return nil, derr
 	}
-	// Measure stops at the end of the compressed stream: read the rest so
-	// that the blob's digest is checked over all its bytes.
-	if _, err := io.Copy(io.Discard, rc); err != nil {
-		return nil, err
+	return res, err
+}
+
+func convertFile(f *os.File, d ocispec.Descriptor, diffID digest.Digest, run convertFunc) (*layer.Result, error) {
+	head := make([]byte, 6)
+	n, _ := f.ReadAt(head, 0)
+	if tarfs.Detect(head[:n]) == tarfs.None && d.Digest.Algorithm() == digest.SHA256 {
+		res, err := run(f, d.Digest.String())
+		if err != nil {
+			// A broken tar may be a changed blob: say so if it is.
+			if verr := oci.VerifyDigest(f, d); verr != nil {
+				return nil, verr
+			}
+		}
+		return res, err
 	}
-	return res, nil
+	ch := make(chan error, 1)
+	go func() { ch <- oci.VerifyDigest(f, d) }()
+	res, err := run(f, diffID.String())
+	if verr := <-ch; verr != nil {
+		return nil, verr
+	}
+	return res, err
 }
 
 // checkDiffID compares a conversion with the config's diff_id of layer i.
@@ -175,7 +243,12 @@ func resolve(l *oci.Layout, ref string) (ocispec.Descriptor, []oci.Image, error)
 		return d, nil, err
 	}
 	var linux []oci.Image
+	seen := map[digest.Digest]bool{}
 	for _, img := range imgs {
+		if seen[img.Descriptor.Digest] {
+			continue // listed twice: signed once
+		}
+		seen[img.Descriptor.Digest] = true
 		if img.Platform == nil || img.Platform.OS == "" || img.Platform.OS == "linux" {
 			linux = append(linux, img)
 		}

@@ -7,8 +7,10 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math/big"
 	"os"
 	"os/exec"
@@ -25,6 +27,7 @@ import (
 	"github.com/osguard/osguard/imagesig"
 	"github.com/osguard/osguard/internal/ocitest"
 	"github.com/osguard/osguard/internal/testutil"
+	"github.com/osguard/osguard/layer"
 	"github.com/osguard/osguard/layersig"
 	"github.com/osguard/osguard/oci"
 	"github.com/osguard/osguard/verity"
@@ -209,7 +212,7 @@ func TestSignFailsCleanly(t *testing.T) {
 		diff func([]byte) []byte // the tar the config's diff_id is computed from
 		want string
 	}{
-		{"diffid", good, func([]byte) []byte { return append(append([]byte(nil), good...), 0) }, "differs from the config's diff_id"},
+		{"diffid", good, func([]byte) []byte { return append(append([]byte(nil), good...), 0) }, "the config says"},
 		{"truncated-gzip", gz[:len(gz)/2], func([]byte) []byte { return good }, "unexpected EOF"},
 		{"dotdot", ocitest.Tar(t, []ocitest.Entry{{Name: "../x"}}), nil, "insecure path"},
 	}
@@ -360,4 +363,126 @@ func digestOf(b []byte) digest.Digest { return digest.FromBytes(b) }
 
 func pemCert(c *x509.Certificate) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+}
+
+// TestTamperedBlob: a layer blob changed in place (same size) is caught by
+// its digest, plain (checked through the DiffID) or compressed (hashed
+// beside the conversion), in Sign and in Verify.
+func TestTamperedBlob(t *testing.T) {
+	a := key(t, "a")
+	for _, comp := range ocitest.Compressions {
+		t.Run(string(comp), func(t *testing.T) {
+			dir := t.TempDir()
+			s := ocitest.SampleLayout(t, dir, ocitest.LayoutOptions{Compression: comp,
+				Layers: [][]ocitest.Entry{{{Name: "f", Body: bytes.Repeat([]byte("data"), 5000)}}}})
+			sign(t, dir, "", a)
+			p := filepath.Join(dir, "blobs", "sha256", s.Layers[0].Digest.Encoded())
+			b, _ := os.ReadFile(p)
+			b[len(b)-1] ^= 0xff // the last byte: tar padding or the compressed trailer
+			os.WriteFile(p, b, 0o644)
+			_, err := imagesig.Sign(open(t, dir), "", a.key, a.cert, imagesig.Options{TempDir: t.TempDir()})
+			if err == nil || !strings.Contains(err.Error(), s.Layers[0].Digest.String()) {
+				t.Fatalf("Sign of a tampered blob: %v", err)
+			}
+			rep := verify(t, open(t, dir), "", a)
+			if rep.OK || statuses(rep) != "bad-layer" || !strings.Contains(rep.Images[0].Layers[0].Message, "does not match its digest") {
+				t.Fatalf("Verify of a tampered blob: %s", statuses(rep))
+			}
+			t.Logf("%s: %s", comp, rep.Images[0].Layers[0].Message)
+		})
+	}
+}
+
+// TestMalformedReferrers: a referrer that is not what it claims stops
+// Verify with an error naming it, and never passes as a signature.
+func TestMalformedReferrers(t *testing.T) {
+	a := key(t, "a")
+	cases := []struct {
+		name   string
+		blob   []byte // the referrer's document
+		mt     string // its media type in the referrer
+		break_ func(dir string, s *ocitest.Sample, bd ocispec.Descriptor)
+		want   string
+	}{
+		{"not-json", []byte("{"), layersig.ArtifactType, nil, "layersig"},
+		{"unknown-field", []byte(`{"schemaVersion":1,"layers":[],"x":1}`), layersig.ArtifactType, nil, "unknown"},
+		{"no-layers", []byte(`{"schemaVersion":1,"layers":[]}`), layersig.ArtifactType, nil, "no layers"},
+		{"blob-missing", []byte(`{}`), layersig.ArtifactType, func(dir string, s *ocitest.Sample, bd ocispec.Descriptor) {
+			os.Remove(filepath.Join(dir, "blobs", "sha256", bd.Digest.Encoded()))
+		}, "not found"},
+		{"blob-tampered", []byte(`{"schemaVersion":1}`), layersig.ArtifactType, func(dir string, s *ocitest.Sample, bd ocispec.Descriptor) {
+			os.WriteFile(filepath.Join(dir, "blobs", "sha256", bd.Digest.Encoded()), []byte(`{"schemaVersion":2}`), 0o644)
+		}, "does not match its digest"},
+		{"huge", bytes.Repeat([]byte(" "), layersig.MaxDocumentSize+1), layersig.ArtifactType, nil, "document of"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			s := ocitest.SampleLayout(t, dir, ocitest.LayoutOptions{Layers: [][]ocitest.Entry{{{Name: "f"}}}})
+			l := open(t, dir)
+			bd, err := l.PutBlob(c.mt, c.blob)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := l.AddReferrer(oci.Referrer{Subject: s.Manifest, ArtifactType: layersig.ArtifactType, Blobs: []ocispec.Descriptor{bd}}); err != nil {
+				t.Fatal(err)
+			}
+			if c.break_ != nil {
+				c.break_(dir, s, bd)
+			}
+			rep, err := imagesig.Verify(open(t, dir), "", a.cert, imagesig.Options{TempDir: t.TempDir()})
+			if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "referrer sha256:") {
+				t.Fatalf("Verify: %v (report %+v), want an error naming the referrer and containing %q", err, rep, c.want)
+			}
+		})
+	}
+}
+
+// TestConvertBlob: the node's conversion, from a directory (in place) and
+// from an archive (streamed), writes the bytes layer.Convert writes from
+// the plain tar, with the root hash that Sign signed.
+func TestConvertBlob(t *testing.T) {
+	a := key(t, "a")
+	for _, comp := range ocitest.Compressions {
+		t.Run(string(comp), func(t *testing.T) {
+			dir := t.TempDir()
+			s := ocitest.SampleLayout(t, dir, ocitest.LayoutOptions{Compression: comp})
+			rep := sign(t, dir, "", a)
+			tmp := t.TempDir()
+			ref, _ := os.Create(filepath.Join(tmp, "ref.img"))
+			want, err := layer.Convert(bytes.NewReader(s.Tars[1]), ref, layer.Options{TempDir: tmp})
+			ref.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantBytes, _ := os.ReadFile(filepath.Join(tmp, "ref.img"))
+			arch := filepath.Join(tmp, "a.tar")
+			ocitest.Archive(t, dir, arch)
+			af, _ := os.Open(arch)
+			defer af.Close()
+			fi, _ := af.Stat()
+			al, err := oci.OpenArchive(af, fi.Size())
+			if err != nil {
+				t.Fatal(err)
+			}
+			for name, l := range map[string]*oci.Layout{"dir": open(t, dir), "archive": al} {
+				out, _ := os.Create(filepath.Join(tmp, name+".img"))
+				res, err := imagesig.ConvertBlob(l, s.Layers[1], s.DiffIDs[1], out, tmp)
+				out.Close()
+				if err != nil {
+					t.Fatalf("%s: %v", name, err)
+				}
+				got, _ := os.ReadFile(filepath.Join(tmp, name+".img"))
+				if !bytes.Equal(got, wantBytes) || fmt.Sprint(res) != fmt.Sprint(want) {
+					t.Fatalf("%s: conversion differs from layer.Convert of the tar", name)
+				}
+				if hex.EncodeToString(res.Verity.RootHash) != rep.Images[0].Layers[1].RootHash {
+					t.Fatalf("%s: root hash %x, signed %s", name, res.Verity.RootHash, rep.Images[0].Layers[1].RootHash)
+				}
+				if _, err := imagesig.ConvertBlob(l, s.Layers[1], s.DiffIDs[0], nil, tmp); !errors.Is(err, layer.ErrDiffID) {
+					t.Fatalf("%s: wrong diff_id: %v", name, err)
+				}
+			}
+		})
+	}
 }

@@ -25,7 +25,15 @@ type Options struct {
 	// TempDir is where the uncompressed file contents of a streamed layer
 	// are spooled while the image is laid out (os.TempDir() when empty).
 	TempDir string
+	// DiffID, when set, is the DiffID the layer must have (from the image
+	// config). The conversion fails with ErrDiffID when it has another. It
+	// also lets an uncompressed layer file be hashed while the image is
+	// written, since salt and UUID are known from the start.
+	DiffID string
 }
+
+// ErrDiffID is returned when a layer's DiffID is not Options.DiffID.
+var ErrDiffID = errors.New("layer: DiffID mismatch")
 
 // Result describes a converted layer.
 type Result struct {
@@ -100,6 +108,16 @@ func Measure(blob io.Reader, opts Options) (*Result, error) {
 }
 
 func convert(blob io.Reader, out *os.File, opts Options) (*Result, error) {
+	if f, ok := blob.(*os.File); ok {
+		if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+			start, err := f.Seek(0, io.SeekCurrent)
+			head := make([]byte, 6)
+			n, _ := f.ReadAt(head, start)
+			if err == nil && tarfs.Detect(head[:n]) == tarfs.None {
+				return convertFile(f, start, fi.Size(), out, opts)
+			}
+		}
+	}
 	dr, _, release, err := tarfs.Decompress(blob)
 	if err != nil {
 		return nil, fmt.Errorf("layer: %w", err)
@@ -121,7 +139,70 @@ func convert(blob io.Reader, out *os.File, opts Options) (*Result, error) {
 		return nil, fmt.Errorf("layer: read layer: %w", err)
 	}
 	diffID := digestString(h)
+	if err := checkDiffID(diffID, opts.DiffID); err != nil {
+		return nil, err
+	}
 	return writeImage(tree, diffID, out)
+}
+
+func checkDiffID(got, want string) error {
+	if want != "" && got != want {
+		return fmt.Errorf("%w: the layer's uncompressed content is %s, expected %s", ErrDiffID, got, want)
+	}
+	return nil
+}
+
+// convertFile converts an uncompressed tar file from offset start: file
+// contents are read in place (no spool), and the DiffID is hashed on
+// another goroutine, while the tree is read and, when opts.DiffID is
+// given, while the image is written.
+func convertFile(f *os.File, start, size int64, out *os.File, opts Options) (*Result, error) {
+	type sum struct {
+		id  string
+		err error
+	}
+	ch := make(chan sum, 1)
+	go func() {
+		h := sha256.New()
+		_, err := io.CopyBuffer(h, io.NewSectionReader(f, start, size-start), make([]byte, 1<<20))
+		ch <- sum{digestString(h), err}
+	}()
+	var got *sum
+	wait := func() sum {
+		if got == nil {
+			s := <-ch
+			got = &s
+		}
+		return *got
+	}
+	// Never return while the hash still reads f.
+	defer wait()
+	tree, err := erofs.TreeFromPlainTar(f, opts.TempDir)
+	if err != nil {
+		return nil, fmt.Errorf("layer: %w", err)
+	}
+	defer tree.Close()
+	if err := convertWhiteouts(tree); err != nil {
+		return nil, err
+	}
+	diffID := opts.DiffID
+	if diffID == "" {
+		s := wait()
+		if s.err != nil {
+			return nil, fmt.Errorf("layer: read layer: %w", s.err)
+		}
+		diffID = s.id
+	}
+	res, err := writeImage(tree, diffID, out)
+	if s := wait(); s.err != nil {
+		return nil, fmt.Errorf("layer: read layer: %w", s.err)
+	} else if err == nil {
+		err = checkDiffID(s.id, diffID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
 }
 
 func digestString(h hash.Hash) string { return "sha256:" + hex.EncodeToString(h.Sum(nil)) }

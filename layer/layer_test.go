@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -237,6 +238,26 @@ func TestConvert(t *testing.T) {
 					t.Fatalf("Measure gives %+v, Convert %+v", m, res)
 				}
 			}
+			// An uncompressed file takes the in-place path, with and
+			// without the expected DiffID: the same bytes.
+			tarFile := filepath.Join(dir, "layer.tar")
+			os.WriteFile(tarFile, plain, 0o644)
+			for _, want := range []string{"", wantDiff} {
+				f, err := os.Open(tarFile)
+				if err != nil {
+					t.Fatal(err)
+				}
+				out, _ := os.Create(filepath.Join(dir, "file.img"))
+				res, err := layer.Convert(f, out, layer.Options{TempDir: dir, DiffID: want})
+				f.Close()
+				out.Close()
+				if err != nil {
+					t.Fatalf("Convert(file, DiffID %q): %v", want, err)
+				}
+				if b, _ := os.ReadFile(filepath.Join(dir, "file.img")); !bytes.Equal(b, first) || fmt.Sprint(res) != fmt.Sprint(firstRes) {
+					t.Fatalf("Convert(file, DiffID %q) differs from the stream conversion", want)
+				}
+			}
 			res := firstRes
 			if res.ImageSize%4096 != 0 || res.HashOffset != res.ImageSize || res.Verity.DataBlocks*4096 != uint64(res.ImageSize) {
 				t.Fatalf("bad geometry %+v", res)
@@ -354,6 +375,31 @@ func TestHostile(t *testing.T) {
 	}
 }
 
+// TestExpectedDiffID: a layer whose content is not the expected DiffID
+// fails, whether read as a file or as a stream.
+func TestExpectedDiffID(t *testing.T) {
+	dir := t.TempDir()
+	plain := ocitest.Tar(t, convertCases()[0].entries)
+	p := filepath.Join(dir, "l.tar")
+	os.WriteFile(p, plain, 0o644)
+	wrong := "sha256:" + strings.Repeat("0", 64)
+	for _, asFile := range []bool{false, true} {
+		var blob io.Reader = bytes.NewReader(plain)
+		if asFile {
+			f, err := os.Open(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			blob = f
+		}
+		_, err := layer.Measure(blob, layer.Options{TempDir: dir, DiffID: wrong})
+		if !errors.Is(err, layer.ErrDiffID) || !strings.Contains(err.Error(), wrong) {
+			t.Fatalf("file %v: %v, want ErrDiffID", asFile, err)
+		}
+	}
+}
+
 // TestSpoolCleaned: nothing is left in TempDir, after success or failure.
 func TestSpoolCleaned(t *testing.T) {
 	dir := t.TempDir()
@@ -389,4 +435,37 @@ func fsck(t *testing.T, img string, size int64) {
 func mount(t *testing.T, img string) string {
 	t.Helper()
 	return testutil.MountErofs(t, img)
+}
+
+// TestOverlay stacks the sample image's two converted layers with the
+// kernel's overlayfs, the judge of what whiteouts and opaque directories
+// mean: /etc/motd is gone, /opt/old holds only "new", the rest shows.
+func TestOverlay(t *testing.T) {
+	testutil.NeedRoot(t)
+	dir := t.TempDir()
+	var mnts []string
+	for i, ents := range [][]E{ocitest.BaseLayer(t), ocitest.TopLayer()} {
+		img := filepath.Join(dir, fmt.Sprintf("l%d.img", i))
+		convertFile(t, ocitest.Tar(t, ents), img)
+		mnts = append(mnts, mount(t, img))
+	}
+	ov := t.TempDir()
+	// lowerdir lists the top layer first.
+	if out, err := exec.Command("mount", "-t", "overlay", "overlay", "-o", "ro,lowerdir="+mnts[1]+":"+mnts[0], ov).CombinedOutput(); err != nil {
+		t.Fatalf("mount overlay: %v\n%s", err, out)
+	}
+	defer func() {
+		if out, err := exec.Command("umount", ov).CombinedOutput(); err != nil {
+			t.Errorf("umount overlay: %v\n%s", err, out)
+		}
+	}()
+	noEntry(t, ov, "etc/motd", "opt/old/a", "opt/old/b")
+	for p, want := range map[string]string{"opt/old/new": "new\n", "etc/passwd": "root:x:0:0:root:/:/bin/sh\n", "hello.txt": "hello from a signed layer\n"} {
+		if b, err := os.ReadFile(filepath.Join(ov, p)); err != nil || string(b) != want {
+			t.Errorf("%s: %q, %v; want %q", p, b, err, want)
+		}
+	}
+	if out, err := exec.Command(filepath.Join(ov, "bin/busybox"), "true").CombinedOutput(); err != nil {
+		t.Errorf("busybox from the lower layer: %v\n%s", err, out)
+	}
 }

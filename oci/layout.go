@@ -283,7 +283,8 @@ func (l *Layout) Resolve(ref string) (ocispec.Descriptor, error) {
 // platforms with os "unknown".
 func (l *Layout) Images(d ocispec.Descriptor) ([]Image, error) {
 	var out []Image
-	if err := l.images(d, nil, 0, &out); err != nil {
+	w := &walk{seen: map[digest.Digest]bool{}}
+	if err := l.images(d, nil, 0, w, &out); err != nil {
 		return nil, err
 	}
 	if len(out) == 0 {
@@ -292,12 +293,27 @@ func (l *Layout) Images(d ocispec.Descriptor) ([]Image, error) {
 	return out, nil
 }
 
-func (l *Layout) images(d ocispec.Descriptor, plat *ocispec.Platform, depth int, out *[]Image) error {
+// walk bounds the walk of nested indexes: each index is read once, and
+// at most MaxIndexEntries manifests are visited in all, so an index that
+// lists itself or fans out cannot make the walk explode.
+type walk struct {
+	seen  map[digest.Digest]bool
+	steps int
+}
+
+func (l *Layout) images(d ocispec.Descriptor, plat *ocispec.Platform, depth int, w *walk, out *[]Image) error {
+	if w.steps++; w.steps > MaxIndexEntries {
+		return fmt.Errorf("oci: more than %d manifests below %s", MaxIndexEntries, d.Digest)
+	}
 	switch {
 	case isIndex(d.MediaType):
 		if depth >= maxIndexDepth {
 			return fmt.Errorf("oci: indexes nested deeper than %d", maxIndexDepth)
 		}
+		if w.seen[d.Digest] {
+			return nil
+		}
+		w.seen[d.Digest] = true
 		b, err := l.ReadBlob(d, MaxIndexSize)
 		if err != nil {
 			return err
@@ -314,7 +330,7 @@ func (l *Layout) images(d ocispec.Descriptor, plat *ocispec.Platform, depth int,
 			if !isManifest(c.MediaType) && !isIndex(c.MediaType) {
 				continue
 			}
-			if err := l.images(c, c.Platform, depth+1, out); err != nil {
+			if err := l.images(c, c.Platform, depth+1, w, out); err != nil {
 				return err
 			}
 		}
@@ -399,6 +415,49 @@ func (l *Layout) Open(d ocispec.Descriptor) (io.ReadCloser, error) {
 	return &verifyReader{rc: rc, r: io.LimitReader(rc, d.Size), v: d.Digest.Verifier(), d: d}, nil
 }
 
+// ErrNotFile is returned by BlobFile for an archive layout.
+var ErrNotFile = errors.New("oci: blobs of an archive are not files")
+
+// BlobFile opens blob d of a directory layout as a file, for readers that
+// want it whole (in-place reads, parallel hashing). Only its size is
+// checked: the caller must check the digest, by reading it through
+// VerifyDigest or by an equivalent check of its own.
+func (l *Layout) BlobFile(d ocispec.Descriptor) (*os.File, error) {
+	if l.root == nil {
+		return nil, ErrNotFile
+	}
+	name, err := blobPath(d.Digest)
+	if err != nil {
+		return nil, err
+	}
+	f, err := l.root.Open(name)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%w: blob %s", ErrNotFound, d.Digest)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("oci: blob %s: %w", d.Digest, err)
+	}
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = errors.New("not a regular file")
+	} else if err == nil && fi.Size() != d.Size {
+		err = fmt.Errorf("%d bytes, its descriptor says %d", fi.Size(), d.Size)
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("oci: blob %s: %w", d.Digest, err)
+	}
+	return f, nil
+}
+
+// VerifyDigest reads r (d.Size bytes from its start) and checks them
+// against d's digest.
+func VerifyDigest(r io.ReaderAt, d ocispec.Descriptor) error {
+	v := &verifyReader{rc: io.NopCloser(nil), r: io.NewSectionReader(r, 0, d.Size), v: d.Digest.Verifier(), d: d}
+	_, err := io.CopyBuffer(io.Discard, v, make([]byte, 1<<20))
+	return err
+}
+
 type verifyReader struct {
 	rc   io.ReadCloser
 	r    io.Reader
@@ -448,14 +507,20 @@ func (l *Layout) ReadBlob(d ocispec.Descriptor, limit int64) ([]byte, error) {
 
 // Referrers returns the manifests in index.json whose subject is the
 // manifest with digest subject, and whose artifactType is artifactType
-// (any when empty). The descriptors have ArtifactType set.
+// (then only index entries with that artifactType are considered), or of
+// any type when artifactType is empty (then every unnamed manifest is
+// read). The descriptors have ArtifactType set.
 func (l *Layout) Referrers(subject digest.Digest, artifactType string) ([]ocispec.Descriptor, error) {
 	var out []ocispec.Descriptor
 	for _, d := range l.index.Manifests {
 		if !isManifest(d.MediaType) {
 			continue
 		}
-		if artifactType != "" && d.ArtifactType != "" && d.ArtifactType != artifactType {
+		// With a type asked for, only entries that carry it are read
+		// (writers list referrers with their artifactType, as
+		// AddReferrer does): a layout full of other manifests costs
+		// nothing.
+		if artifactType != "" && d.ArtifactType != artifactType {
 			continue
 		}
 		if d.ArtifactType == "" && d.Annotations[ocispec.AnnotationRefName] != "" {

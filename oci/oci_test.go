@@ -258,3 +258,38 @@ func TestBadLayouts(t *testing.T) {
 func blobFile(dir string, d digest.Digest) string {
 	return filepath.Join(dir, "blobs", d.Algorithm().String(), d.Encoded())
 }
+
+// TestIndexFanOut: an index that lists itself, or another index many
+// times, is walked once per index, within bounds.
+func TestIndexFanOut(t *testing.T) {
+	s, _ := sample(t, ocitest.LayoutOptions{})
+	// inner lists the image 3 times; outer lists inner 5000 times.
+	inner := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{s.Manifest, s.Manifest, s.Manifest}}
+	inner.SchemaVersion = 2
+	id, _ := ocitest.PutJSON(s.Dir, ocispec.MediaTypeImageIndex, inner)
+	outer := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex}
+	outer.SchemaVersion = 2
+	for range 5000 {
+		outer.Manifests = append(outer.Manifests, id)
+	}
+	od, _ := ocitest.PutJSON(s.Dir, ocispec.MediaTypeImageIndex, outer)
+	l, err := oci.Open(s.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	imgs, err := l.Images(od)
+	if err != nil || len(imgs) != 3 {
+		t.Fatalf("Images: %d images, %v; want the inner index's 3, walked once", len(imgs), err)
+	}
+	// Too many manifests in all.
+	many := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex}
+	many.SchemaVersion = 2
+	for range oci.MaxIndexEntries {
+		many.Manifests = append(many.Manifests, s.Manifest)
+	}
+	md, _ := ocitest.PutJSON(s.Dir, ocispec.MediaTypeImageIndex, many)
+	if _, err := l.Images(md); err == nil || !strings.Contains(err.Error(), "more than") {
+		t.Fatalf("Images of %d manifests: %v", oci.MaxIndexEntries, err)
+	}
+}

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
+	"sync"
 )
 
 // TreeWriter computes a hash tree while the data is being produced: it is
@@ -13,6 +15,9 @@ import (
 // for sha256 and 4 KiB blocks), never the data. A producer such as an
 // EROFS writer can thus have its output's root hash without storing the
 // output, or store it and hash it in the same pass.
+//
+// Large aligned writes are hashed on other goroutines (GOMAXPROCS at a
+// time) while the producer goes on; Finish waits for them.
 //
 // Every byte may be written once; a write over a block that is already
 // complete is an error, because its digest was taken. Bytes never written
@@ -24,7 +29,7 @@ type TreeWriter struct {
 	hbs     int
 	stride  int
 	hpbBits uint
-	digests []byte           // level 0 in hash-block layout, grown as needed
+	pages   [][]byte         // level 0 in hash-block layout, in pages that never move
 	full    []uint64         // bitset: data blocks hashed
 	partial map[uint64]*pblk // data blocks being filled
 	maxBlk  uint64           // 1 + the highest data block touched
@@ -32,7 +37,17 @@ type TreeWriter struct {
 	scratch []byte           // a zero block for holes
 	dig     []byte           // one digest
 	free    []*pblk          // recycled partial blocks
+	wg      sync.WaitGroup   // async hashing
+	sem     chan struct{}    // bounds it
 }
+
+// pageBytes is the size of one page of level-0 digests.
+const pageBytes = 1 << 20
+
+// asyncMin is the smallest run of whole blocks hashed on another goroutine.
+const asyncMin = 16
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 1<<20); return &b }}
 
 type pblk struct {
 	buf  []byte
@@ -56,6 +71,7 @@ func NewTreeWriter(p Params) (*TreeWriter, error) {
 	return &TreeWriter{
 		p: p, bh: newBlockHasher(&p), dbs: uint64(p.DataBlockSize), hbs: l.hbs, stride: l.stride,
 		hpbBits: l.hpbBits, partial: map[uint64]*pblk{}, dig: make([]byte, l.digestSize),
+		sem: make(chan struct{}, runtime.GOMAXPROCS(0)),
 	}, nil
 }
 
@@ -68,20 +84,45 @@ func (w *TreeWriter) isFull(blk uint64) bool {
 	return i < uint64(len(w.full)) && w.full[i]&(1<<(blk%64)) != 0
 }
 
-// done records the digest of a complete data block.
-func (w *TreeWriter) done(blk uint64, data []byte) {
+// slot returns where the digest of data block blk goes, adding pages
+// as needed, and marks the block hashed.
+func (w *TreeWriter) slot(blk uint64) []byte {
 	pos := int(blk>>w.hpbBits)*w.hbs + int(blk&(1<<w.hpbBits-1))*w.stride
-	for pos+w.hbs > len(w.digests) {
-		n := max(2*len(w.digests), 16*w.hbs)
-		d := make([]byte, n)
-		copy(d, w.digests)
-		w.digests = d
+	for pos/pageBytes >= len(w.pages) {
+		w.pages = append(w.pages, make([]byte, pageBytes))
 	}
-	w.bh.sum(w.digests[pos:pos+len(w.dig)], data)
 	for blk/64 >= uint64(len(w.full)) {
 		w.full = append(w.full, make([]uint64, len(w.full)+16)...)
 	}
 	w.full[blk/64] |= 1 << (blk % 64)
+	off := pos % pageBytes
+	return w.pages[pos/pageBytes][off : off+len(w.dig)]
+}
+
+// done records the digest of a complete data block.
+func (w *TreeWriter) done(blk uint64, data []byte) {
+	w.bh.sum(w.slot(blk), data)
+}
+
+// doneAsync hashes whole blocks from blk on in the background.
+func (w *TreeWriter) doneAsync(blk uint64, data []byte) {
+	n := uint64(len(data)) / w.dbs
+	dsts := make([][]byte, n)
+	for i := range n {
+		dsts[i] = w.slot(blk + i)
+	}
+	bp := bufPool.Get().(*[]byte)
+	buf := append((*bp)[:0], data...)
+	w.sem <- struct{}{}
+	w.wg.Go(func() {
+		bh := newBlockHasher(&w.p)
+		for i, d := range dsts {
+			bh.sum(d, buf[uint64(i)*w.dbs:uint64(i+1)*w.dbs])
+		}
+		*bp = buf
+		bufPool.Put(bp)
+		<-w.sem
+	})
 }
 
 // WriteAt implements io.WriterAt.
@@ -106,7 +147,21 @@ func (w *TreeWriter) WriteAt(b []byte, off int64) (int, error) {
 		}
 		w.maxBlk = max(w.maxBlk, blk+1)
 		if in == 0 && c == w.dbs && w.partial[blk] == nil {
-			w.done(blk, b[:c])
+			// A run of whole blocks, none of them started.
+			run := uint64(1)
+			for run < uint64(len(b))/w.dbs && w.partial[blk+run] == nil && !w.isFull(blk+run) {
+				run++
+			}
+			if run >= asyncMin {
+				w.doneAsync(blk, b[:run*w.dbs])
+			} else {
+				for i := range run {
+					w.done(blk+i, b[i*w.dbs:(i+1)*w.dbs])
+				}
+			}
+			w.maxBlk = max(w.maxBlk, blk+run)
+			b, pos = b[run*w.dbs:], pos+run*w.dbs
+			continue
 		} else if err := w.part(blk, in, b[:c]); err != nil {
 			w.err = err
 			return n - len(b), err
@@ -165,6 +220,7 @@ func (w *TreeWriter) Finish(dataBlocks, hashOffset uint64, hash io.WriterAt) (*R
 		return nil, w.err
 	}
 	w.err = errors.New("verity: tree writer: already finished")
+	w.wg.Wait()
 	if dataBlocks == 0 {
 		dataBlocks = w.maxBlk
 	}
@@ -197,12 +253,16 @@ func (w *TreeWriter) Finish(dataBlocks, hashOffset uint64, hash io.WriterAt) (*R
 	}
 	var root []byte
 	if l.levels == 0 {
-		root = append([]byte(nil), w.digests[:len(w.dig)]...)
+		root = append([]byte(nil), w.pages[0][:len(w.dig)]...)
 	} else {
 		u := newUpperLevels(l, &p, hash)
 		// Digests of blocks past the last one (none were taken) are zero,
 		// as the spare area of the last level-0 block must be.
-		lvl0 := w.digests[:l.levelSize[0]*uint64(l.hbs)]
+		lvl0 := make([]byte, 0, l.levelSize[0]*uint64(l.hbs))
+		for _, pg := range w.pages {
+			lvl0 = append(lvl0, pg[:min(len(pg), cap(lvl0)-len(lvl0))]...)
+		}
+		lvl0 = lvl0[:cap(lvl0)] // make zeroed the rest
 		if err := u.level0Blocks(0, lvl0); err != nil {
 			return nil, err
 		}
@@ -210,7 +270,7 @@ func (w *TreeWriter) Finish(dataBlocks, hashOffset uint64, hash io.WriterAt) (*R
 			return nil, err
 		}
 	}
-	w.digests = nil
+	w.pages = nil
 	res := resultOf(l, &p)
 	res.RootHash = root
 	return res, nil

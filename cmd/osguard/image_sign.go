@@ -91,6 +91,13 @@ image. Signing again with the same certificate replaces its referrer.
 Nothing is written unless every layer is signed. Progress goes to standard
 error; --json prints a report on standard output.
 
+Since index.json then lists the referrers too, name the image when other
+tools read the layout: 'skopeo inspect oci:LAYOUT:REF' and 'umoci unpack
+--image LAYOUT:REF' work, 'oci:LAYOUT' alone finds more than one manifest.
+'skopeo copy oci:LAYOUT:REF oci:OTHER:REF' copies the image but not its
+referrers (skopeo 1.9 copies one image): copy the layout directory or a tar
+of it, push it with 'osguard image push', or sign the copy again.
+
 KEY and CERT are the containers key pair of 'osguard keys init'; the node
 trusts them because containers.crt is enrolled in its UEFI db.`,
 		Args: cobra.ExactArgs(1),
