@@ -20,10 +20,10 @@
 package importer
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -40,6 +40,7 @@ import (
 	"github.com/opencontainers/image-spec/identity"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/osguard/osguard/imagesig"
 	"github.com/osguard/osguard/layer"
 	"github.com/osguard/osguard/layersig"
 	"github.com/osguard/osguard/oci"
@@ -240,25 +241,22 @@ func (j *job) signatures(img *oci.Image) (map[string][]layersig.Layer, error) {
 }
 
 func (j *job) readSignatures(r ocispec.Descriptor) (*layersig.Document, error) {
-	rc, err := j.l.Open(r)
+	mb, err := j.l.ReadBlob(r, oci.MaxManifestSize)
 	if err != nil {
 		return nil, err
 	}
-	var m ocispec.Manifest
-	err = json.NewDecoder(io.LimitReader(rc, 4<<20)).Decode(&m)
-	rc.Close()
+	m, err := oci.ParseManifest(mb)
 	if err != nil {
-		return nil, fmt.Errorf("manifest: %w", err)
+		return nil, err
 	}
 	if len(m.Layers) != 1 || m.Layers[0].MediaType != layersig.ArtifactType {
 		return nil, fmt.Errorf("want one blob of type %s, the manifest has %d layers", layersig.ArtifactType, len(m.Layers))
 	}
-	rc, err = j.l.Open(m.Layers[0])
+	db, err := j.l.ReadBlob(m.Layers[0], layersig.MaxDocumentSize)
 	if err != nil {
 		return nil, err
 	}
-	defer rc.Close()
-	return layersig.Parse(rc)
+	return layersig.Parse(bytes.NewReader(db))
 }
 
 // copyBlobs puts manifest, config and layer blobs into containerd's
@@ -339,12 +337,9 @@ func (j *job) layer(ctx context.Context, desc ocispec.Descriptor, chain []digest
 	j.progressf("layer %s: converting to EROFS and dm-verity", desc.Digest)
 	work := snapshotter.StagingDir(j.opts.SnapshotterRoot, diffID) + ".convert"
 	j.staged = append(j.staged, work)
-	res, err := j.convert(desc, work)
+	res, err := j.convert(desc, chain[len(chain)-1], work)
 	if err != nil {
 		return nil, fmt.Errorf("layer %s: %w", desc.Digest, err)
-	}
-	if res.DiffID != diffID {
-		return nil, fmt.Errorf("layer %s: its tar is %s, but the image config says %s", desc.Digest, res.DiffID, diffID)
 	}
 	out.RootHash = hex.EncodeToString(res.Verity.RootHash)
 	var errs []error
@@ -367,22 +362,19 @@ func (j *job) layer(ctx context.Context, desc ocispec.Descriptor, chain []digest
 func bytesEqualHex(a, b []byte) bool { return hex.EncodeToString(a) == hex.EncodeToString(b) }
 
 // convert writes the layer's image and hash tree, and its record, to dir.
-func (j *job) convert(desc ocispec.Descriptor, dir string) (*layer.Result, error) {
+// imagesig.ConvertBlob reads the whole blob, so its digest and the diff ID
+// of its content are both checked.
+func (j *job) convert(desc ocispec.Descriptor, diffID digest.Digest, dir string) (*layer.Result, error) {
 	os.RemoveAll(dir)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	rc, err := j.l.Open(desc)
-	if err != nil {
-		return nil, err
-	}
-	defer rc.Close()
 	f, err := os.OpenFile(filepath.Join(dir, snapshotter.ImageFile), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	res, err := layer.Convert(rc, f, layer.Options{TempDir: filepath.Dir(dir)})
+	res, err := imagesig.ConvertBlob(j.l, desc, diffID, f, filepath.Dir(dir))
 	if err != nil {
 		return nil, err
 	}
