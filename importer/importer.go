@@ -469,4 +469,3 @@ func (j *job) undo(ctx context.Context) {
 		j.c.Content.Delete(ctx, d)
 	}
 }
-

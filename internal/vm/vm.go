@@ -324,7 +324,6 @@ func Start(ctx context.Context, cfg Config) (*Machine, error) {
 	return m, nil
 }
 
-
 func (m *Machine) startTPM(ctx context.Context) error {
 	state := m.cfg.TPMState
 	if state == "" {
