@@ -78,11 +78,11 @@ whose tar changed after signing is refused, and nothing of that image is
 left behind. The image names imported are printed one per line.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			l, err := openLayoutOrArchive(args[0])
+			l, closeLayout, err := openLayoutOrArchive(args[0])
 			if err != nil {
 				return err
 			}
-			defer l.Close()
+			defer closeLayout()
 			progress := cmd.ErrOrStderr()
 			if quiet {
 				progress = nil
@@ -110,31 +110,32 @@ left behind. The image names imported are printed one per line.`,
 }
 
 // openLayoutOrArchive opens a layout directory, or an OCI archive in a
-// file or on a block device.
-func openLayoutOrArchive(path string) (*oci.Layout, error) {
+// file or on a block device; closeLayout releases either.
+func openLayoutOrArchive(path string) (l *oci.Layout, closeLayout func(), err error) {
 	fi, err := os.Stat(path)
 	if err != nil {
-		return nil, pathErr(err)
+		return nil, nil, pathErr(err)
 	}
 	if fi.IsDir() {
-		return oci.Open(path)
+		if l, err = oci.Open(path); err != nil {
+			return nil, nil, err
+		}
+		return l, func() { l.Close() }, nil
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, pathErr(err)
+		return nil, nil, pathErr(err)
 	}
 	size, err := f.Seek(0, io.SeekEnd)
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("%s: %w", path, err)
+	if err == nil {
+		l, err = oci.OpenArchive(f, size)
 	}
-	l, err := oci.OpenArchive(f, size)
 	if err != nil {
 		f.Close()
 		if strings.HasPrefix(path, "/dev/") {
-			return nil, fmt.Errorf("%s: %w (does the disk hold an OCI archive?)", path, err)
+			return nil, nil, fmt.Errorf("%s: %w (does the disk hold an OCI archive?)", path, err)
 		}
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return l, nil
+	return l, func() { l.Close(); f.Close() }, nil
 }
