@@ -514,6 +514,68 @@ func TestUpdateUnhealthyTrial(t *testing.T) {
 	t.Logf("rolled back: %s", s.Update.Reason)
 }
 
+// TestUpdateHungTrial: a trial userland that hangs before it starts
+// check-boot (its init is busybox cat, which reads the console and never
+// returns) is reset by the watchdog osguard-init armed for
+// osguard.update.timeout plus the margin; BootNext being used up, the
+// firmware boots the old slot, whose check-boot records the rollback and
+// names the watchdog. The kernel's softdog message and the firmware's
+// choice of slot are the evidence.
+func TestUpdateHungTrial(t *testing.T) {
+	b := newBuilds(t)
+	b.buildVersion(t, "1", nil)
+	b.buildVersion(t, "2", func(c *image.Config) {
+		if err := c.Apply(image.Overrides{Init: "/usr/bin/cat"}); err != nil {
+			t.Fatal(err)
+		}
+		c.Spec.Cmdline = append(c.Spec.Cmdline, "osguard.update.timeout=5s")
+	})
+	n := b.machine(t, "1", b.bundle["v2"])
+	n.mustRun("osguard update apply /dev/vdb 2>&1")
+	from := len(n.m.Console())
+	n.m.Send("sync; reboot -f\n")
+	if _, err := n.m.WaitForAfter(`osguard-init: .*trial boot of an update: watchdog /dev/watchdog \(Software Watchdog\) armed for 35s`, from, 4*time.Minute); err != nil {
+		t.Fatalf("the trial boot armed no watchdog: %v", err)
+	}
+	armed := time.Now()
+	if _, err := n.m.WaitForAfter(`osguard-init: .*step 8/8: switch_root to /sysroot, exec /usr/bin/cat`, from, time.Minute); err != nil {
+		t.Fatalf("the trial boot did not hand over to its userland: %v", err)
+	}
+	// The hung userland prints nothing; the kernel's softdog resets the
+	// machine when the 35 s are up.
+	if _, err := n.m.WaitForAfter(`softdog: Initiating system reboot`, from, 2*time.Minute); err != nil {
+		t.Fatalf("the watchdog did not reset the hung trial: %v", err)
+	}
+	fired := time.Since(armed)
+	var evidence []string
+	for _, l := range strings.Split(n.m.Console()[from:], "\n") {
+		if strings.Contains(l, "watchdog") || strings.Contains(l, "softdog") {
+			evidence = append(evidence, strings.TrimSpace(l))
+		}
+	}
+	t.Logf("softdog reset the hung trial %.1fs after osguard-init armed it:\n%s", fired.Seconds(), strings.Join(evidence, "\n"))
+	if fired < 30*time.Second {
+		t.Errorf("the watchdog fired after %s, before its 35 s", fired)
+	}
+	con := n.waitShell(len(n.m.Console()), true)
+	if !strings.Contains(con, "update: rolled-back") {
+		t.Errorf("check-boot on the old slot did not record the rollback")
+	}
+	s := n.status()
+	if s.Image.Version != "1" || s.Image.Slot != "A" || s.Update.LastResult != "rolled-back" ||
+		!strings.Contains(s.Update.Reason, "did not start 'osguard update check-boot': the watchdog osguard-init armed for 35s") || !s.OK {
+		t.Fatalf("after the hung trial: %+v", s)
+	}
+	if next := n.efiU16s("BootNext"); next != nil {
+		t.Errorf("BootNext %v after the rollback", next)
+	}
+	// Both markers are gone: the next apply starts clean.
+	if out := n.mustRun("ls /sys/firmware/efi/efivars/ | grep -c Osguard || true"); strings.TrimSpace(out) != "0" {
+		t.Errorf("markers left in efivarfs: %s", out)
+	}
+	t.Logf("rolled back: %s", s.Update.Reason)
+}
+
 // verifierProc is `osguard attest serve` on the host, driven through the
 // CLI as an operator would.
 type verifierProc struct {
