@@ -237,6 +237,13 @@ dmesg -n 1; mkdir -p /tmp/esp && mount -t vfat -o ro /dev/vda1 /tmp/esp && (cd /
 cd /sys/firmware/efi/efivars && for v in Boot* OsguardTrial-*; do [ -e "$v" ] && echo "$v $(od -An -v -tx1 "$v" | tr -d ' \n')"; done; cd /`)
 }
 
+// watchdogState is the kernel's state of watchdog 0 (softdog):
+// "active" or "inactive".
+func (n *node) watchdogState() string {
+	n.t.Helper()
+	return strings.TrimSpace(n.mustRun("cat /sys/class/watchdog/watchdog0/state"))
+}
+
 // usrPayloadEnd is the offset just past the usr payload of a bundle.
 func usrPayloadEnd(t testing.TB, d []byte) int {
 	t.Helper()
@@ -344,6 +351,10 @@ func TestUpdateLifecycle(t *testing.T) {
 	if s := n.status(); s.Image.Version != "1" || s.Image.Slot != "A" || s.Update.LastResult != "none" || !s.OK {
 		t.Fatalf("first boot: %+v", s)
 	}
+	// softdog is loaded at every boot but armed on trial boots only.
+	if st := n.watchdogState(); st != "inactive" {
+		t.Errorf("watchdog %q on a boot that is no trial", st)
+	}
 
 	// v1 → v2.
 	out := n.mustRun("osguard update apply /dev/vdb 2>&1")
@@ -357,8 +368,17 @@ func TestUpdateLifecycle(t *testing.T) {
 		t.Fatalf("apply put the new slot first in BootOrder %v already", order)
 	}
 	t1 := time.Now()
-	if con := n.reboot(); !strings.Contains(con, "osguard update: committed") {
+	con := n.reboot()
+	if !strings.Contains(con, "osguard update: committed") {
 		t.Fatalf("v2 was not committed")
+	}
+	// The trial's watchdog, armed by osguard-init and re-armed by
+	// check-boot, is stopped by the commit, as the kernel reports it.
+	if !strings.Contains(con, "osguard update: watchdog disarmed") {
+		t.Errorf("check-boot did not disarm the trial's watchdog")
+	}
+	if st := n.watchdogState(); st != "inactive" {
+		t.Errorf("watchdog %q after the commit", st)
 	}
 	t.Logf("v2 trial boot and commit in %.1fs", time.Since(t1).Seconds())
 	s := n.status()
@@ -410,7 +430,7 @@ func TestUpdateLifecycle(t *testing.T) {
 	out = n.mustRun("osguard update apply /dev/vdc 2>&1")
 	t.Logf("apply v3:\n%s", out)
 	t1 = time.Now()
-	con := n.reboot()
+	con = n.reboot()
 	for _, w := range []string{"no-such-init", "trial boot of an update: rebooting"} {
 		if !strings.Contains(con, w) {
 			t.Errorf("console of the failed trial lacks %q", w)
@@ -418,7 +438,8 @@ func TestUpdateLifecycle(t *testing.T) {
 	}
 	t.Logf("v3 trial boot, failure and return to v2 in %.1fs", time.Since(t1).Seconds())
 	s = n.status()
-	if s.Image.Version != "2" || s.Image.Slot != "B" || s.Update.LastResult != "rolled-back" || !strings.Contains(s.Update.Reason, "slot A") {
+	if s.Image.Version != "2" || s.Image.Slot != "B" || s.Update.LastResult != "rolled-back" || !strings.Contains(s.Update.Reason, "slot A") ||
+		!strings.Contains(s.Update.Reason, "did not reach a healthy userland") {
 		t.Fatalf("after v3: %+v", s)
 	}
 	t.Logf("rolled back: %s", s.Update.Reason)

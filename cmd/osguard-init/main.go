@@ -85,7 +85,7 @@ func fail(log *bootinit.Logger) {
 		log.Printf("this was the trial boot of an update: rebooting; the firmware goes back to the previous slot")
 		// The userland was not reached: the rollback's reason must not
 		// blame it.
-		bootinit.ForgetHandover()
+		bootinit.ForgetHandover(log)
 		unix.Sync()
 		time.Sleep(100 * time.Millisecond)
 		unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)

@@ -5,12 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/osguard/osguard/initrd/bootconfig"
+	"github.com/osguard/osguard/secureboot"
 )
 
 // The trial boot's watchdog.
@@ -129,8 +129,14 @@ func DecodeWatchdogMarker(b []byte) (time.Duration, error) {
 	return time.Duration(binary.LittleEndian.Uint32(b)) * time.Second, nil
 }
 
-func watchdogMarkerPath() string {
-	return filepath.Join(efivarsDir, bootconfig.WatchdogVarName+"-"+bootconfig.TrialVarGUID)
+// watchdogMarker is the variable; efivarfs makes a variable it does not
+// know immutable, which secureboot.Efivarfs undoes to delete it.
+func watchdogMarker() (secureboot.Efivarfs, secureboot.Variable) {
+	guid, err := secureboot.ParseGUID(bootconfig.TrialVarGUID)
+	if err != nil {
+		panic(err) // a constant
+	}
+	return secureboot.Efivarfs{Dir: efivarsDir}, secureboot.Variable{Name: bootconfig.WatchdogVarName, GUID: guid}
 }
 
 // armTrialWatchdog arms the watchdog of a trial boot whose update timeout
@@ -149,18 +155,9 @@ func armTrialWatchdog(log *Logger, timeout time.Duration) (time.Duration, error)
 // that cannot be written only makes the reason of a rollback less precise,
 // so it is a warning.
 func markHandover(log *Logger, d time.Duration) {
-	// efivarfs takes the four attribute bytes (non-volatile, boot service
-	// and runtime access) and the data in one write(2); no O_TRUNC, which
-	// efivarfs does not implement.
-	data := append(binary.LittleEndian.AppendUint32(nil, 0x7), EncodeWatchdogMarker(d)...)
-	f, err := os.OpenFile(watchdogMarkerPath(), os.O_WRONLY|os.O_CREATE, 0o644)
-	if err == nil {
-		_, err = f.Write(data)
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-	}
-	if err != nil {
+	vars, v := watchdogMarker()
+	// Non-volatile, boot service and runtime access, as the trial marker.
+	if err := vars.Set(v, 0x7, EncodeWatchdogMarker(d)); err != nil {
 		log.Printf("warning: watchdog marker: %v", err)
 	}
 }
@@ -168,8 +165,9 @@ func markHandover(log *Logger, d time.Duration) {
 // ForgetHandover removes the watchdog marker: a trial boot that fails
 // after markHandover (the exec of the userland's init) did not reach its
 // userland.
-func ForgetHandover() {
-	if err := os.Remove(watchdogMarkerPath()); err != nil && !errors.Is(err, os.ErrNotExist) {
-		fmt.Fprintf(os.Stderr, "osguard-init: warning: watchdog marker: %v\n", err)
+func ForgetHandover(log *Logger) {
+	vars, v := watchdogMarker()
+	if err := vars.Delete(v); err != nil && !errors.Is(err, os.ErrNotExist) {
+		log.Printf("warning: watchdog marker: %v", err)
 	}
 }
