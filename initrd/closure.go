@@ -9,13 +9,20 @@ import (
 
 // DefaultModules are the modules every osguard initramfs carries: dm-verity
 // and its dependencies, EROFS, efivarfs, the virtio, AHCI and SCSI disk
-// drivers, vfat with the code pages the ESP uses, and overlayfs. Modules that
-// a kernel has built in are skipped.
+// drivers, vfat with the code pages the ESP uses, overlayfs, and softdog.
+// Modules that a kernel has built in are skipped.
+//
+// softdog is the watchdog osguard-init arms on an update's trial boot, so
+// that a trial userland that hangs is reset and the firmware goes back to
+// the old slot (internal/bootinit/watchdog.go). It is here and not in a
+// profile's extraModules because that rollback is osguard-init's promise
+// for every image, whatever its profile; loaded, it does nothing until
+// /dev/watchdog is opened, which only a trial boot does.
 var DefaultModules = []string{
 	"dm_verity", "erofs", "efivarfs",
 	"virtio_blk", "virtio_scsi", "ahci", "sd_mod",
 	"vfat", "nls_cp437", "nls_iso8859_1", "nls_ascii",
-	"overlay",
+	"overlay", "softdog",
 }
 
 // Closure returns the modules to load for the wanted ones, dependencies

@@ -235,8 +235,10 @@ func (a *applier) apply(ctx context.Context, src *source) (*ApplyResult, error) 
 	if err := efiboot.ClearBootNext(a.vars); err != nil {
 		return nil, fmt.Errorf("update: %w", err)
 	}
-	if err := a.vars.Delete(trialVar); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("update: %w", err)
+	for _, v := range []secureboot.Variable{trialVar, watchdogVar} {
+		if err := a.vars.Delete(v); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("update: %w", err)
+		}
 	}
 	if err := zeroPartition(t.sig); err != nil {
 		return nil, err

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/osguard/osguard/initrd/bootconfig"
 	"github.com/osguard/osguard/internal/bootinit"
 	"github.com/osguard/osguard/internal/efiboot"
 	"github.com/osguard/osguard/internal/esp"
@@ -21,7 +22,7 @@ import (
 
 // DefaultTrialTimeout is how long a trial boot has to become healthy
 // unless osguard.update.timeout= on the kernel command line says otherwise.
-const DefaultTrialTimeout = 2 * time.Minute
+const DefaultTrialTimeout = bootinit.DefaultUpdateTimeout
 
 // CheckOptions configure the boot-time check.
 type CheckOptions struct {
@@ -39,7 +40,23 @@ type CheckOptions struct {
 	Reboot func() error
 	// Efivars is efivarfs (default /sys/firmware/efi/efivars).
 	Efivars string
+	// Watchdog is the watchdog osguard-init armed for the trial boot
+	// (default bootinit.WatchdogDevice).
+	Watchdog Watchdog
 }
+
+// Watchdog is the trial boot's watchdog (bootinit.Watchdog).
+type Watchdog interface {
+	// Arm (re)starts the timer at d, left running; it returns the
+	// timeout the driver took and the device's identity.
+	Arm(d time.Duration) (time.Duration, string, error)
+	// Disarm stops the timer.
+	Disarm() error
+}
+
+// watchdogVar is the marker osguard-init sets when it hands a trial boot
+// over to the userland with the watchdog running (bootconfig.WatchdogVarName).
+var watchdogVar = secureboot.Variable{Name: bootconfig.WatchdogVarName, GUID: trialVar.GUID}
 
 // DefaultHealth is `osguard status` with every check ok, and containerd
 // active where it is installed. The debug-console check is left out: a
@@ -96,6 +113,9 @@ func CheckBoot(ctx context.Context, o CheckOptions, before *string) (*node.Updat
 	if o.Efivars == "" {
 		o.Efivars = secureboot.DefaultEfivarfs
 	}
+	if o.Watchdog == nil {
+		o.Watchdog = bootinit.Watchdog{Dev: bootinit.WatchdogDevice}
+	}
 	logf := func(format string, args ...any) {
 		if o.Log != nil {
 			fmt.Fprintf(o.Log, "osguard update: "+format+"\n", args...)
@@ -123,8 +143,10 @@ func checkBoot(ctx context.Context, o CheckOptions, st *node.UpdateState, letter
 		return nil
 	}
 	forget := func() error {
-		if err := vars.Delete(trialVar); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return err
+		for _, v := range []secureboot.Variable{trialVar, watchdogVar} {
+			if err := vars.Delete(v); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
 		}
 		return nil
 	}
@@ -133,8 +155,12 @@ func checkBoot(ctx context.Context, o CheckOptions, st *node.UpdateState, letter
 			return nil // applied; the trial boot has not happened yet
 		}
 		why := fmt.Sprintf("the trial boot of slot %s (version %s) did not reach a healthy userland (refused by the firmware, kernel panic, init or verity failure); the firmware went back to slot %s", st.Slot, st.Version, letter)
-		if st.LastResult == node.UpdateTrial {
-			why = fmt.Sprintf("the trial boot of slot %s (version %s) ended before it was found healthy; the firmware went back to slot %s", st.Slot, st.Version, letter)
+		watchdog, handedOver := watchdogMarker(vars)
+		switch {
+		case st.LastResult == node.UpdateTrial:
+			why = fmt.Sprintf("the trial boot of slot %s (version %s) ended before it was found healthy (a hang that the trial's watchdog reset after %s, a kernel panic or a power cut); the firmware went back to slot %s", st.Slot, st.Version, fmtWatchdog(watchdog, handedOver), letter)
+		case handedOver:
+			why = fmt.Sprintf("the trial boot of slot %s (version %s) reached its userland, which did not start 'osguard update check-boot': the watchdog osguard-init armed for %s (osguard.update.timeout plus %s) reset it, unless the kernel panicked first; the firmware went back to slot %s", st.Slot, st.Version, watchdog, bootinit.WatchdogMargin, letter)
 		}
 		st.LastResult, st.Reason = node.UpdateRolledBack, why
 		logf("rolled back: %s", why)
@@ -148,6 +174,19 @@ func checkBoot(ctx context.Context, o CheckOptions, st *node.UpdateState, letter
 		st.LastResult = node.UpdateTrial
 		if err := save(); err != nil {
 			return err
+		}
+	}
+	// Take the watchdog over from osguard-init, which armed it for the
+	// userland's start: from now on it bounds this check, a little after
+	// the timeout, so that this check's own decision comes first. A node
+	// without one (an init that did not arm it) is checked all the same.
+	if got, ident, err := o.Watchdog.Arm(o.Timeout + bootinit.WatchdogMargin); err != nil {
+		logf("warning: trial boot without a watchdog of its own: %v", err)
+	} else {
+		logf("watchdog (%s) re-armed for %s", ident, got)
+		// The reason of a rollback names the watchdog that was running.
+		if err := vars.Set(watchdogVar, efiboot.VarAttrs, bootinit.EncodeWatchdogMarker(got)); err != nil {
+			logf("warning: watchdog marker: %v", err)
 		}
 	}
 	logf("trial boot of slot %s (version %s): waiting up to %s for the node to be healthy", st.Slot, st.Version, o.Timeout)
@@ -167,6 +206,8 @@ func checkBoot(ctx context.Context, o CheckOptions, st *node.UpdateState, letter
 			if err := save(); err != nil {
 				return err
 			}
+			// The watchdog stays armed: should the reboot fail, it
+			// still ends the trial.
 			return o.Reboot()
 		}
 		select {
@@ -183,7 +224,38 @@ func checkBoot(ctx context.Context, o CheckOptions, st *node.UpdateState, letter
 	}
 	st.LastResult, st.Reason = node.UpdateCommitted, ""
 	logf("committed: slot %s (version %s) is healthy; Boot%04X is first in BootOrder", st.Slot, st.Version, st.BootEntry)
-	return save()
+	if err := save(); err != nil {
+		return err
+	}
+	// Last: until the commit is saved, the watchdog is what ends a trial
+	// that goes wrong.
+	switch err := o.Watchdog.Disarm(); {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return fmt.Errorf("update: committed, but the trial's watchdog still runs and will reset the node: %w", err)
+	default:
+		logf("watchdog disarmed")
+	}
+	return nil
+}
+
+// watchdogMarker reads the marker osguard-init left when it handed the
+// trial boot over to the userland: the watchdog's timeout, and whether it
+// is there.
+func watchdogMarker(vars efiboot.Vars) (time.Duration, bool) {
+	_, b, err := vars.Get(watchdogVar)
+	if err != nil {
+		return 0, false
+	}
+	d, err := bootinit.DecodeWatchdogMarker(b)
+	return d, err == nil
+}
+
+func fmtWatchdog(d time.Duration, ok bool) string {
+	if !ok {
+		return "its timeout"
+	}
+	return d.String()
 }
 
 func readState(diskDev string) (*node.UpdateState, error) {

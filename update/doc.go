@@ -92,4 +92,14 @@
 // healthy trial boot or records the rollback; its decisions are the
 // node's update state, /osguard/update.json on the ESP, which `osguard
 // status` reports as update.lastResult.
+//
+// # A trial that hangs
+//
+// A trial boot that ends, however it ends, is followed by the old slot. One
+// that hangs does not end by itself, so osguard-init arms a watchdog on the
+// trial boot (softdog, for osguard.update.timeout plus 30 s) and leaves it
+// running through switch_root; check-boot re-arms it for its own timeout
+// and stops it when it commits. The old slot's check-boot names the
+// watchdog in the rollback's reason when osguard-init handed the trial over
+// to its userland (internal/bootinit/watchdog.go).
 package update

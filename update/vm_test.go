@@ -237,6 +237,13 @@ dmesg -n 1; mkdir -p /tmp/esp && mount -t vfat -o ro /dev/vda1 /tmp/esp && (cd /
 cd /sys/firmware/efi/efivars && for v in Boot* OsguardTrial-*; do [ -e "$v" ] && echo "$v $(od -An -v -tx1 "$v" | tr -d ' \n')"; done; cd /`)
 }
 
+// watchdogState is the kernel's state of watchdog 0 (softdog):
+// "active" or "inactive".
+func (n *node) watchdogState() string {
+	n.t.Helper()
+	return strings.TrimSpace(n.mustRun("cat /sys/class/watchdog/watchdog0/state"))
+}
+
 // usrPayloadEnd is the offset just past the usr payload of a bundle.
 func usrPayloadEnd(t testing.TB, d []byte) int {
 	t.Helper()
@@ -344,6 +351,10 @@ func TestUpdateLifecycle(t *testing.T) {
 	if s := n.status(); s.Image.Version != "1" || s.Image.Slot != "A" || s.Update.LastResult != "none" || !s.OK {
 		t.Fatalf("first boot: %+v", s)
 	}
+	// softdog is loaded at every boot but armed on trial boots only.
+	if st := n.watchdogState(); st != "inactive" {
+		t.Errorf("watchdog %q on a boot that is no trial", st)
+	}
 
 	// v1 → v2.
 	out := n.mustRun("osguard update apply /dev/vdb 2>&1")
@@ -357,8 +368,17 @@ func TestUpdateLifecycle(t *testing.T) {
 		t.Fatalf("apply put the new slot first in BootOrder %v already", order)
 	}
 	t1 := time.Now()
-	if con := n.reboot(); !strings.Contains(con, "osguard update: committed") {
+	con := n.reboot()
+	if !strings.Contains(con, "osguard update: committed") {
 		t.Fatalf("v2 was not committed")
+	}
+	// The trial's watchdog, armed by osguard-init and re-armed by
+	// check-boot, is stopped by the commit, as the kernel reports it.
+	if !strings.Contains(con, "osguard update: watchdog disarmed") {
+		t.Errorf("check-boot did not disarm the trial's watchdog")
+	}
+	if st := n.watchdogState(); st != "inactive" {
+		t.Errorf("watchdog %q after the commit", st)
 	}
 	t.Logf("v2 trial boot and commit in %.1fs", time.Since(t1).Seconds())
 	s := n.status()
@@ -410,7 +430,7 @@ func TestUpdateLifecycle(t *testing.T) {
 	out = n.mustRun("osguard update apply /dev/vdc 2>&1")
 	t.Logf("apply v3:\n%s", out)
 	t1 = time.Now()
-	con := n.reboot()
+	con = n.reboot()
 	for _, w := range []string{"no-such-init", "trial boot of an update: rebooting"} {
 		if !strings.Contains(con, w) {
 			t.Errorf("console of the failed trial lacks %q", w)
@@ -418,7 +438,8 @@ func TestUpdateLifecycle(t *testing.T) {
 	}
 	t.Logf("v3 trial boot, failure and return to v2 in %.1fs", time.Since(t1).Seconds())
 	s = n.status()
-	if s.Image.Version != "2" || s.Image.Slot != "B" || s.Update.LastResult != "rolled-back" || !strings.Contains(s.Update.Reason, "slot A") {
+	if s.Image.Version != "2" || s.Image.Slot != "B" || s.Update.LastResult != "rolled-back" || !strings.Contains(s.Update.Reason, "slot A") ||
+		!strings.Contains(s.Update.Reason, "did not reach a healthy userland") {
 		t.Fatalf("after v3: %+v", s)
 	}
 	t.Logf("rolled back: %s", s.Update.Reason)
@@ -510,6 +531,68 @@ func TestUpdateUnhealthyTrial(t *testing.T) {
 	}
 	if next := n.efiU16s("BootNext"); next != nil {
 		t.Errorf("BootNext %v after the rollback", next)
+	}
+	t.Logf("rolled back: %s", s.Update.Reason)
+}
+
+// TestUpdateHungTrial: a trial userland that hangs before it starts
+// check-boot (its init is busybox cat, which reads the console and never
+// returns) is reset by the watchdog osguard-init armed for
+// osguard.update.timeout plus the margin; BootNext being used up, the
+// firmware boots the old slot, whose check-boot records the rollback and
+// names the watchdog. The kernel's softdog message and the firmware's
+// choice of slot are the evidence.
+func TestUpdateHungTrial(t *testing.T) {
+	b := newBuilds(t)
+	b.buildVersion(t, "1", nil)
+	b.buildVersion(t, "2", func(c *image.Config) {
+		if err := c.Apply(image.Overrides{Init: "/usr/bin/cat"}); err != nil {
+			t.Fatal(err)
+		}
+		c.Spec.Cmdline = append(c.Spec.Cmdline, "osguard.update.timeout=5s")
+	})
+	n := b.machine(t, "1", b.bundle["v2"])
+	n.mustRun("osguard update apply /dev/vdb 2>&1")
+	from := len(n.m.Console())
+	n.m.Send("sync; reboot -f\n")
+	if _, err := n.m.WaitForAfter(`osguard-init: .*trial boot of an update: watchdog /dev/watchdog \(Software Watchdog\) armed for 35s`, from, 4*time.Minute); err != nil {
+		t.Fatalf("the trial boot armed no watchdog: %v", err)
+	}
+	armed := time.Now()
+	if _, err := n.m.WaitForAfter(`osguard-init: .*step 8/8: switch_root to /sysroot, exec /usr/bin/cat`, from, time.Minute); err != nil {
+		t.Fatalf("the trial boot did not hand over to its userland: %v", err)
+	}
+	// The hung userland prints nothing; the kernel's softdog resets the
+	// machine when the 35 s are up.
+	if _, err := n.m.WaitForAfter(`softdog: Initiating system reboot`, from, 2*time.Minute); err != nil {
+		t.Fatalf("the watchdog did not reset the hung trial: %v", err)
+	}
+	fired := time.Since(armed)
+	var evidence []string
+	for _, l := range strings.Split(n.m.Console()[from:], "\n") {
+		if strings.Contains(l, "watchdog") || strings.Contains(l, "softdog") {
+			evidence = append(evidence, strings.TrimSpace(l))
+		}
+	}
+	t.Logf("softdog reset the hung trial %.1fs after osguard-init armed it:\n%s", fired.Seconds(), strings.Join(evidence, "\n"))
+	if fired < 30*time.Second {
+		t.Errorf("the watchdog fired after %s, before its 35 s", fired)
+	}
+	con := n.waitShell(len(n.m.Console()), true)
+	if !strings.Contains(con, "update: rolled-back") {
+		t.Errorf("check-boot on the old slot did not record the rollback")
+	}
+	s := n.status()
+	if s.Image.Version != "1" || s.Image.Slot != "A" || s.Update.LastResult != "rolled-back" ||
+		!strings.Contains(s.Update.Reason, "did not start 'osguard update check-boot': the watchdog osguard-init armed for 35s") || !s.OK {
+		t.Fatalf("after the hung trial: %+v", s)
+	}
+	if next := n.efiU16s("BootNext"); next != nil {
+		t.Errorf("BootNext %v after the rollback", next)
+	}
+	// Both markers are gone: the next apply starts clean.
+	if out := n.mustRun("ls /sys/firmware/efi/efivars/ | grep -c Osguard || true"); strings.TrimSpace(out) != "0" {
+		t.Errorf("markers left in efivarfs: %s", out)
 	}
 	t.Logf("rolled back: %s", s.Update.Reason)
 }

@@ -83,6 +83,9 @@ func fail(log *bootinit.Logger) {
 		// Even with osguard.debug=1: nobody is at the console of a node
 		// that updates itself, and the old slot is one reboot away.
 		log.Printf("this was the trial boot of an update: rebooting; the firmware goes back to the previous slot")
+		// The userland was not reached: the rollback's reason must not
+		// blame it.
+		bootinit.ForgetHandover(log)
 		unix.Sync()
 		time.Sleep(100 * time.Millisecond)
 		unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)

@@ -151,8 +151,12 @@ and a reboot into the new slot it waits until 'osguard status' is all ok
 (and containerd is active where it is installed), then puts the new slot's
 boot entry first in BootOrder: committed. When the node is not healthy
 within --timeout it records the reason and reboots; the firmware then boots
-the old slot. On the old slot after a trial boot that failed earlier (kernel
-panic, missing init, verity failure, refused UKI) it records rolled-back.
+the old slot. On the trial boot it takes over the watchdog osguard-init armed
+(for osguard.update.timeout plus 30s, so that a userland that hangs before
+check-boot starts is reset), re-arms it for --timeout plus 30s and stops it
+when it commits. On the old slot after a trial boot that failed earlier
+(kernel panic, missing init, verity failure, refused UKI, a reset by the
+watchdog) it records rolled-back and why.
 'osguard status' shows the result as update.lastResult. It prints
 'update: RESULT' when it changed the result (always with -v).`,
 		Args: cobra.NoArgs,

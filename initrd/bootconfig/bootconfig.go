@@ -33,6 +33,15 @@ const (
 	TrialVarGUID = "5f1e1c3a-7b2d-4e8f-9a6c-0d3b2e4f6a81"
 )
 
+// The watchdog marker, a UEFI variable with the trial marker's GUID and
+// attributes: osguard-init sets it on a trial boot just before switch_root,
+// to the little-endian u32 number of seconds of the watchdog it armed for
+// the trial. On the old slot after a failed trial, `osguard update
+// check-boot` reads it to tell a trial whose userland started (and was
+// then reset by the watchdog, or panicked) from one that never got that
+// far. It is deleted with the trial marker.
+const WatchdogVarName = "OsguardTrialWatchdog"
+
 // Modes. The command line (osguard.ipe=, osguard.selinux=,
 // osguard.verity.on_corruption=) overrides the build's choice.
 const (

@@ -92,6 +92,15 @@ func Run(log *Logger) (err error) {
 		log.Printf("warning: %v", err)
 	}
 	log.Printf("loaded %d modules (slowest: %s); ipe=%s selinux=%s on_corruption=%s init=%s", n, slowest, st.IPE, st.SELinux, st.OnCorruption, st.Init)
+	// From here on a trial boot is bounded by the watchdog: a hang in the
+	// initramfs or in the userland resets the machine, and the firmware,
+	// its BootNext used up, boots the old slot (see watchdog.go).
+	var watchdog time.Duration
+	if TrialBoot() {
+		if watchdog, err = armTrialWatchdog(log, cl.UpdateTimeout); err != nil {
+			return err
+		}
+	}
 	measurePhase(log, "enter-initrd")
 
 	step(2, "check Secure Boot")
@@ -139,6 +148,9 @@ func Run(log *Logger) (err error) {
 
 	step(8, "switch_root to "+Sysroot+", exec "+st.Init)
 	measurePhase(log, "leave-initrd")
+	if watchdog > 0 {
+		markHandover(log, watchdog)
+	}
 	return switchRoot(st.Init)
 }
 
