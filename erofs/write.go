@@ -101,6 +101,11 @@ type Options struct {
 	// (image path, starting with "/") with its size and SHA-256, while the
 	// data is written.
 	FileDigest func(path string, size int64, sum [sha256.Size]byte)
+	// UUIDFrom, when set, gives the UUID in place of the UUID field. It is
+	// called once every file's data is written, just before the
+	// superblock, so that a UUID derived from the contents (which the
+	// caller may be hashing meanwhile) costs no second pass over the image.
+	UUIDFrom func() ([16]byte, error)
 	// TempDir is where BuildFromTar spools compressed or streamed input
 	// (os.TempDir() when empty).
 	TempDir string
@@ -197,6 +202,11 @@ func (t *Tree) WriteImage(w io.WriterAt, opts Options) (int64, error) {
 	}
 	if len(wr.blocks) != 0 {
 		return 0, errors.New("erofs: internal error: metadata blocks left unwritten")
+	}
+	if opts.UUIDFrom != nil {
+		if opts.UUID, err = opts.UUIDFrom(); err != nil {
+			return 0, fmt.Errorf("erofs: UUID: %w", err)
+		}
 	}
 	sb := superblock(&opts, order[0].nid, uint64(len(order)), uint32(totalBlocks))
 	if _, err := w.WriteAt(sb, 0); err != nil {
