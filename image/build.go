@@ -2,7 +2,6 @@ package image
 
 import (
 	"bytes"
-	"crypto/sha1"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -11,17 +10,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/osguard/osguard/disk"
-	"github.com/osguard/osguard/erofs"
 	"github.com/osguard/osguard/internal/artifacts"
 	"github.com/osguard/osguard/pcr"
-	"github.com/osguard/osguard/sbom"
 	"github.com/osguard/osguard/verity"
 )
 
@@ -212,8 +208,8 @@ func Build(o BuildOptions) (*Result, error) {
 // run is the build pipeline. Each stage takes what earlier stages made and
 // returns a typed result; the stages live in stages.go. Stages that do not
 // need each other's results run at the same time (inBackground): the
-// initramfs while /usr is written, the SBOMs and OVMF variables while the
-// disk is.
+// initramfs while the rootfs is read and /usr written, the SBOMs and OVMF
+// variables while the disk is.
 func (b *builder) run() error {
 	keys, err := b.keys()
 	if err != nil {
@@ -226,6 +222,8 @@ func (b *builder) run() error {
 	if b.se, err = b.selinuxPolicy(); err != nil {
 		return err
 	}
+	boot := inBackground(func() (*bootFiles, error) { return b.boot(kern, keys.db()) })
+	defer boot.wait()
 	osRelease := b.osRelease()
 	rfs, err := b.rootfs(osRelease)
 	if err != nil {
@@ -237,8 +235,6 @@ func (b *builder) run() error {
 		return fmt.Errorf("disk: %w", err)
 	}
 	defer img.Close()
-	boot := inBackground(func() (*bootFiles, error) { return b.boot(kern, keys.db()) })
-	defer boot.wait()
 	usr, err := b.usr(rfs, img, keys.db())
 	if err != nil {
 		return err
@@ -440,52 +436,6 @@ func mkfsExt4(path string, size int64, uuid disk.GUID, epoch int64) error {
 		return fmt.Errorf("mkfs.ext4: %v: %s", err, out)
 	}
 	return nil
-}
-
-// hashFiles digests every regular file of the /usr tree for the SBOM and
-// returns a manifest of the whole tree (paths, modes, owners, targets and
-// digests) from which the build derives its UUIDs and salts.
-func hashFiles(usr *erofs.Tree) ([]sbom.File, []byte, error) {
-	var files []sbom.File
-	var manifest bytes.Buffer
-	err := usr.Walk(func(p string, ino *erofs.Inode) error {
-		fmt.Fprintf(&manifest, "%s %o %d %d %s", p, ino.Mode, ino.UID, ino.GID, ino.Target)
-		if ino.Mode&erofs.S_IFMT == erofs.S_IFREG {
-			f := sbom.File{Path: "/usr" + p, Size: ino.Size}
-			if ino.Size > 0 {
-				rc, err := ino.Open()
-				if err != nil {
-					return fmt.Errorf("%s: %w", p, err)
-				}
-				h1, h256 := sha1.New(), sha256.New()
-				n, err := io.Copy(io.MultiWriter(h1, h256), rc)
-				rc.Close()
-				if err != nil {
-					return fmt.Errorf("%s: %w", p, err)
-				}
-				if n != ino.Size {
-					return fmt.Errorf("%s: read %d bytes, want %d", p, n, ino.Size)
-				}
-				copy(f.SHA1[:], h1.Sum(nil))
-				copy(f.SHA256[:], h256.Sum(nil))
-			} else {
-				f.SHA1, f.SHA256 = sha1.Sum(nil), sha256.Sum256(nil)
-			}
-			files = append(files, f)
-			fmt.Fprintf(&manifest, " %x", f.SHA256)
-		}
-		keys := make([]string, 0, len(ino.Xattrs))
-		for k := range ino.Xattrs {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			fmt.Fprintf(&manifest, " %s=%x", k, ino.Xattrs[k])
-		}
-		manifest.WriteByte('\n')
-		return nil
-	})
-	return files, manifest.Bytes(), err
 }
 
 // staticBinary finds a static executable: the given path, or name next to

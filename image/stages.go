@@ -134,6 +134,8 @@ type rootTree struct {
 	Packages []sbom.Package
 	// source, when set, is the file the tree reads its contents from.
 	source io.Closer
+	// digests, when set, knows the SBOM digests of the source's files.
+	digests *digestCache
 }
 
 // Close releases the tree and its source.
@@ -165,9 +167,10 @@ func (b *builder) rootfs(osRelease string) (*rootTree, error) {
 	}
 	var root *erofs.Tree
 	var source io.Closer
+	var digests *digestCache
 	if cfg.Spec.Rootfs.Debian != nil {
 		var err error
-		if root, source, err = b.debianRootfs(); err != nil {
+		if root, source, digests, err = b.debianRootfs(); err != nil {
 			return nil, fmt.Errorf("rootfs: %w", err)
 		}
 		if osguardBin != "" {
@@ -197,7 +200,7 @@ func (b *builder) rootfs(osRelease string) (*rootTree, error) {
 			}
 		}
 	}
-	rt := &rootTree{Root: root, source: source}
+	rt := &rootTree{Root: root, source: source, digests: digests}
 	if err := addAttestation(root, cfg.Spec.Attestation, mtime); err != nil {
 		rt.Close()
 		return nil, err
@@ -272,7 +275,7 @@ func (b *builder) usr(rfs *rootTree, img *os.File, db secureboot.KeyPair) (*usrI
 		manifest []byte
 	}
 	hashing := inBackground(func() (hashed, error) {
-		files, manifest, err := hashFiles(usr)
+		files, manifest, err := hashFiles(usr, rfs.digests)
 		return hashed{files, manifest}, err
 	})
 	defer hashing.wait()
