@@ -196,7 +196,7 @@ func (b *tarBuilder) content(tr *tar.Reader, hdr *tar.Header) (Opener, error) {
 			return nil, fmt.Errorf("erofs: tar: %q: %d bytes claimed, archive truncated: %w", hdr.Name, size, io.ErrUnexpectedEOF)
 		}
 		f := b.file
-		return func() (io.ReadCloser, error) { return io.NopCloser(io.NewSectionReader(f, off, size)), nil }, nil
+		return func() (io.ReadCloser, error) { return sectionCloser{io.NewSectionReader(f, off, size)}, nil }, nil
 	}
 	if b.spool == nil {
 		f, err := os.CreateTemp(b.tempDir, "osguard-erofs-spool-*")
@@ -231,3 +231,10 @@ func BuildFromTar(r io.Reader, w io.WriterAt, opts Options) (int64, error) {
 	defer t.Close()
 	return t.WriteImage(w, opts)
 }
+
+// sectionCloser is a tar member read in place. It stays an
+// *io.SectionReader underneath (not an io.NopCloser), so that the image
+// writer can find the file and offset and copy the data in the kernel.
+type sectionCloser struct{ *io.SectionReader }
+
+func (sectionCloser) Close() error { return nil }

@@ -283,8 +283,8 @@ func (b *builder) usr(rfs *rootTree, img *os.File, db secureboot.KeyPair) (*usrI
 	if b.se != nil {
 		labeler = b.se.Labeler
 	}
-	u.Size, err = usr.WriteImage(io.NewOffsetWriter(img, u.Offset), erofs.Options{
-		BuildTime: epoch, Label: "usr", Labeler: labeler, MountPoint: "/usr", ClampMtime: true,
+	u.Size, err = usr.WriteImage(img, erofs.Options{
+		At: u.Offset, BuildTime: epoch, Label: "usr", Labeler: labeler, MountPoint: "/usr", ClampMtime: true,
 		UUIDFrom: func() ([16]byte, error) {
 			h, err := hashing.wait()
 			if err != nil {
