@@ -1,6 +1,7 @@
 package disk
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -8,6 +9,8 @@ import (
 	"io"
 	"os"
 	"unicode/utf16"
+
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -54,9 +57,11 @@ func (p Placed) Offset() int64 { return int64(p.FirstLBA) * sectorSize }
 
 // Build writes a protective MBR, the primary and backup GPT and the
 // partition contents to w, partitions in order, each starting on a 1 MiB
-// boundary. Bytes between partitions are not written (w should read as
-// zeros; a new file does). If w has a Truncate method (an *os.File), the
-// file is cut or extended to the disk size.
+// boundary (see Start). Bytes between partitions are not written, nor are
+// the holes of a content file or its runs of zeros: w should read as zeros
+// (a new file does), and a new file stays sparse where the disk is empty.
+// If w has a Truncate method (an *os.File), the file is cut or extended to
+// the disk size.
 func Build(w io.WriterAt, l Layout) ([]Placed, error) {
 	if l.DiskGUID.IsZero() {
 		return nil, errors.New("disk: the disk GUID must be given")
@@ -85,8 +90,7 @@ func Build(w io.WriterAt, l Layout) ([]Placed, error) {
 		if p.Size != 0 && p.Size < size {
 			return nil, fmt.Errorf("disk: partition %d (%s): content of %d bytes exceeds size %d", i+1, p.Name, size, p.Size)
 		}
-		size = max(size, p.Size, 1)
-		secs := (uint64(size) + alignSectors*sectorSize - 1) / (alignSectors * sectorSize) * alignSectors
+		secs := alignedSectors(max(size, p.Size))
 		placed = append(placed, Placed{Partition: p, FirstLBA: lba, LastLBA: lba + secs - 1})
 		lba += secs
 	}
@@ -174,6 +178,24 @@ func Build(w io.WriterAt, l Layout) ([]Placed, error) {
 	return placed, nil
 }
 
+// alignedSectors is the room a partition of size bytes takes: whole MiBs,
+// at least one.
+func alignedSectors(size int64) uint64 {
+	return (uint64(max(size, 1)) + alignSectors*sectorSize - 1) / (alignSectors * sectorSize) * alignSectors
+}
+
+// Start returns the offset at which Build places a partition that follows
+// partitions of the given sizes (Partition.Size, or the content's size
+// when larger). It lets a caller write a partition's content into the disk
+// file before the partitions after it are known.
+func Start(sizes ...int64) int64 {
+	lba := uint64(alignSectors)
+	for _, s := range sizes {
+		lba += alignedSectors(s)
+	}
+	return int64(lba) * sectorSize
+}
+
 func (p Partition) contentSize() (int64, error) {
 	switch {
 	case p.Content != nil:
@@ -206,9 +228,24 @@ func (p Placed) copyContent(w io.WriterAt) error {
 	if src == nil || size == 0 {
 		return nil
 	}
-	buf := make([]byte, 1<<20)
+	// An empty file system is mostly zeros (the var partition: 25 MB of
+	// 512 MB): skip the holes of a sparse file unread, and write no block
+	// of zeros, which w already reads as.
+	file, _ := src.(*os.File)
+	buf, zero := make([]byte, 1<<20), make([]byte, 1<<20)
 	base := p.Offset()
 	for off := int64(0); off < size; {
+		if file != nil {
+			data, err := unix.Seek(int(file.Fd()), off, unix.SEEK_DATA)
+			if errors.Is(err, unix.ENXIO) {
+				return nil // a hole up to the end of the file
+			}
+			if err == nil && data > off {
+				off = min(data, size)
+				continue
+			}
+			// Other errors (no SEEK_DATA on this file system): read on.
+		}
 		n := min(int64(len(buf)), size-off)
 		m, err := src.ReadAt(buf[:n], off)
 		if int64(m) < n {
@@ -217,8 +254,10 @@ func (p Placed) copyContent(w io.WriterAt) error {
 			}
 			return fmt.Errorf("disk: read content of partition %s at %d: %w", p.Name, off, err)
 		}
-		if _, err := w.WriteAt(buf[:n], base+off); err != nil {
-			return fmt.Errorf("disk: write partition %s: %w", p.Name, err)
+		if !bytes.Equal(buf[:n], zero[:n]) {
+			if _, err := w.WriteAt(buf[:n], base+off); err != nil {
+				return fmt.Errorf("disk: write partition %s: %w", p.Name, err)
+			}
 		}
 		off += n
 	}

@@ -49,6 +49,14 @@ func treeFromTar(r io.Reader, tempDir string, detect bool) (*Tree, error) {
 		}
 	}
 	src := r
+	if b.file != nil {
+		pos, err := b.file.Seek(0, io.SeekCurrent)
+		if err != nil {
+			return nil, fmt.Errorf("erofs: tar: %w", err)
+		}
+		b.in = &headerReader{f: b.file, pos: pos, size: b.fileSize, buf: make([]byte, 0, 32<<10)}
+		src = b.in
+	}
 	if b.file == nil && detect {
 		dr, _, release, err := tarfs.Decompress(r)
 		if err != nil {
@@ -80,6 +88,7 @@ type tarBuilder struct {
 	tempDir  string
 	file     *os.File // seekable uncompressed input, or nil
 	fileSize int64
+	in       *headerReader // what the tar reader reads file through
 	spool    *os.File
 	spoolW   *bufio.Writer
 	spoolOff int64
@@ -188,15 +197,12 @@ func (b *tarBuilder) content(tr *tar.Reader, hdr *tar.Header) (Opener, error) {
 		return nil, fmt.Errorf("erofs: tar: %q: sparse file of %d bytes exceeds the limit of %d", hdr.Name, size, int64(MaxSparseSize))
 	}
 	if b.file != nil && !sparse {
-		off, err := b.file.Seek(0, io.SeekCurrent)
-		if err != nil {
-			return nil, fmt.Errorf("erofs: tar: %w", err)
-		}
+		off := b.in.pos
 		if off > b.fileSize || size > b.fileSize-off {
 			return nil, fmt.Errorf("erofs: tar: %q: %d bytes claimed, archive truncated: %w", hdr.Name, size, io.ErrUnexpectedEOF)
 		}
 		f := b.file
-		return func() (io.ReadCloser, error) { return io.NopCloser(io.NewSectionReader(f, off, size)), nil }, nil
+		return func() (io.ReadCloser, error) { return sectionCloser{io.NewSectionReader(f, off, size)}, nil }, nil
 	}
 	if b.spool == nil {
 		f, err := os.CreateTemp(b.tempDir, "osguard-erofs-spool-*")
@@ -230,4 +236,57 @@ func BuildFromTar(r io.Reader, w io.WriterAt, opts Options) (int64, error) {
 	}
 	defer t.Close()
 	return t.WriteImage(w, opts)
+}
+
+// sectionCloser is a tar member read in place. It stays an
+// *io.SectionReader underneath (not an io.NopCloser), so that the image
+// writer can find the file and offset and copy the data in the kernel.
+type sectionCloser struct{ *io.SectionReader }
+
+func (sectionCloser) Close() error { return nil }
+
+// headerReader is what the tar reader reads an uncompressed tar file
+// through when the contents stay in place: a small buffer, so that the
+// headers of a run of small members take one read, and seeks over the
+// data of the others that cost no system call. A root of 20,000 files
+// would otherwise take five system calls a member.
+type headerReader struct {
+	f     *os.File
+	pos   int64 // the tar reader's position in f
+	size  int64
+	buf   []byte
+	bufAt int64 // where buf starts in f
+}
+
+func (r *headerReader) Read(p []byte) (int, error) {
+	if r.pos < r.bufAt || r.pos >= r.bufAt+int64(len(r.buf)) {
+		n, err := r.f.ReadAt(r.buf[:cap(r.buf)], r.pos)
+		r.buf, r.bufAt = r.buf[:n], r.pos
+		if n == 0 {
+			if err == nil {
+				err = io.EOF
+			}
+			return 0, err
+		}
+	}
+	n := copy(p, r.buf[r.pos-r.bufAt:])
+	r.pos += int64(n)
+	return n, nil
+}
+
+func (r *headerReader) Seek(off int64, whence int) (int64, error) {
+	switch whence {
+	case io.SeekStart:
+	case io.SeekCurrent:
+		off += r.pos
+	case io.SeekEnd:
+		off += r.size
+	default:
+		return 0, errors.New("erofs: tar: bad whence")
+	}
+	if off < 0 {
+		return 0, errors.New("erofs: tar: seek before the start")
+	}
+	r.pos = off
+	return off, nil
 }

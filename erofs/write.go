@@ -101,6 +101,16 @@ type Options struct {
 	// (image path, starting with "/") with its size and SHA-256, while the
 	// data is written.
 	FileDigest func(path string, size int64, sum [sha256.Size]byte)
+	// At is where the image starts in w. Writing into a partition of a
+	// disk file this way rather than through an io.OffsetWriter keeps w an
+	// *os.File, into which the data of file sources is copied in the
+	// kernel.
+	At int64
+	// UUIDFrom, when set, gives the UUID in place of the UUID field. It is
+	// called once every file's data is written, just before the
+	// superblock, so that a UUID derived from the contents (which the
+	// caller may be hashing meanwhile) costs no second pass over the image.
+	UUIDFrom func() ([16]byte, error)
 	// TempDir is where BuildFromTar spools compressed or streamed input
 	// (os.TempDir() when empty).
 	TempDir string
@@ -190,6 +200,10 @@ func (t *Tree) WriteImage(w io.WriterAt, opts Options) (int64, error) {
 
 	wr := &imageWriter{w: w, buf: make([]byte, 1<<20), opts: &opts,
 		pending: pending, blocks: map[uint64][]byte{}}
+	wr.file, _ = w.(*os.File)
+	if opts.At != 0 {
+		wr.w = io.NewOffsetWriter(w, opts.At)
+	}
 	for _, wn := range order {
 		if err := wr.writeNode(wn); err != nil {
 			return 0, err
@@ -198,8 +212,13 @@ func (t *Tree) WriteImage(w io.WriterAt, opts Options) (int64, error) {
 	if len(wr.blocks) != 0 {
 		return 0, errors.New("erofs: internal error: metadata blocks left unwritten")
 	}
+	if opts.UUIDFrom != nil {
+		if opts.UUID, err = opts.UUIDFrom(); err != nil {
+			return 0, fmt.Errorf("erofs: UUID: %w", err)
+		}
+	}
 	sb := superblock(&opts, order[0].nid, uint64(len(order)), uint32(totalBlocks))
-	if _, err := w.WriteAt(sb, 0); err != nil {
+	if _, err := wr.w.WriteAt(sb, 0); err != nil {
 		return 0, fmt.Errorf("erofs: write superblock: %w", err)
 	}
 	return int64(totalBlocks) * blockSize, nil
@@ -544,7 +563,8 @@ func superblock(opts *Options, rootNid, inos uint64, blocks uint32) []byte {
 }
 
 type imageWriter struct {
-	w       io.WriterAt
+	w       io.WriterAt // at the image's start
+	file    *os.File    // the output, if a file (the image is at opts.At)
 	buf     []byte
 	opts    *Options
 	zero    [blockSize]byte
@@ -649,20 +669,7 @@ func (wr *imageWriter) writeData(wn *wnode, r io.Reader) ([]byte, error) {
 		full = wn.size
 	}
 	off := uint64(wn.blkaddr) * blockSize
-	done := uint64(0)
-	if dst, ok := wr.w.(*os.File); ok {
-		if src, ok := r.(*os.File); ok {
-			// In-kernel copy: no trip of the data through user space.
-			for done < full {
-				dstOff := int64(off + done)
-				n, err := unix.CopyFileRange(int(src.Fd()), nil, int(dst.Fd()), &dstOff, int(min(full-done, 1<<30)), 0)
-				if err != nil || n == 0 {
-					break // fall back to read and write
-				}
-				done += uint64(n)
-			}
-		}
-	}
+	done := wr.copyInKernel(r, off, full)
 	for done < full {
 		n := min(uint64(len(wr.buf)), full-done)
 		if _, err := io.ReadFull(r, wr.buf[:n]); err != nil {
@@ -686,6 +693,54 @@ func (wr *imageWriter) writeData(wn *wnode, r io.Reader) ([]byte, error) {
 		return nil, wr.shortErr(wn, err)
 	}
 	return tail, nil
+}
+
+// copyInKernel copies up to n bytes from r to the image at off with
+// copy_file_range, when r is a file or a section of one (a tar member read
+// in place) and the output is a file: no trip of the data through user
+// space. It returns how much it copied, r having moved past it; the caller
+// reads and writes the rest.
+func (wr *imageWriter) copyInKernel(r io.Reader, off, n uint64) uint64 {
+	if wr.file == nil {
+		return 0
+	}
+	var src *os.File
+	var srcOff *int64 // nil: the file's position, which the kernel moves
+	var section io.Seeker
+	switch v := r.(type) {
+	case *os.File:
+		src = v
+	case interface {
+		Outer() (io.ReaderAt, int64, int64)
+		io.Seeker
+	}:
+		outer, base, _ := v.Outer()
+		f, ok := outer.(*os.File)
+		pos, err := v.Seek(0, io.SeekCurrent)
+		if !ok || err != nil {
+			return 0
+		}
+		src, section = f, v
+		at := base + pos
+		srcOff = &at
+	default:
+		return 0
+	}
+	done := uint64(0)
+	for done < n {
+		dstOff := wr.opts.At + int64(off+done)
+		c, err := unix.CopyFileRange(int(src.Fd()), srcOff, int(wr.file.Fd()), &dstOff, int(min(n-done, 1<<30)), 0)
+		if err != nil || c <= 0 {
+			break // the caller reads and writes the rest
+		}
+		done += uint64(c)
+	}
+	if section != nil {
+		if _, err := section.Seek(int64(done), io.SeekCurrent); err != nil {
+			return 0 // cannot happen: a section seeks within its bounds
+		}
+	}
+	return done
 }
 
 func (wr *imageWriter) shortErr(wn *wnode, err error) error {

@@ -2,7 +2,6 @@ package image
 
 import (
 	"bytes"
-	"crypto/sha1"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -11,16 +10,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/osguard/osguard/disk"
-	"github.com/osguard/osguard/erofs"
 	"github.com/osguard/osguard/internal/artifacts"
 	"github.com/osguard/osguard/pcr"
-	"github.com/osguard/osguard/sbom"
 	"github.com/osguard/osguard/verity"
 )
 
@@ -136,10 +133,16 @@ type builder struct {
 	art     *artifacts.Set
 	started time.Time
 	last    time.Time
+	stepMu  sync.Mutex
 	failed  bool
 }
 
+// step starts a step of the build, ending the one before. Stages running
+// at the same time share the list: a duration there runs to the next step
+// of any stage.
 func (b *builder) step(format string, args ...any) {
+	b.stepMu.Lock()
+	defer b.stepMu.Unlock()
 	now := time.Now()
 	if !b.last.IsZero() && len(b.res.Durations) > 0 {
 		b.res.Durations[len(b.res.Durations)-1].Duration = now.Sub(b.last)
@@ -203,7 +206,10 @@ func Build(o BuildOptions) (*Result, error) {
 }
 
 // run is the build pipeline. Each stage takes what earlier stages made and
-// returns a typed result; the stages live in stages.go.
+// returns a typed result; the stages live in stages.go. Stages that do not
+// need each other's results run at the same time (inBackground): the
+// initramfs while the rootfs is read and /usr written, the SBOMs and OVMF
+// variables while the disk is.
 func (b *builder) run() error {
 	keys, err := b.keys()
 	if err != nil {
@@ -216,48 +222,79 @@ func (b *builder) run() error {
 	if b.se, err = b.selinuxPolicy(); err != nil {
 		return err
 	}
+	boot := inBackground(func() (*bootFiles, error) { return b.boot(kern, keys.db()) })
+	defer boot.wait()
 	osRelease := b.osRelease()
 	rfs, err := b.rootfs(osRelease)
 	if err != nil {
 		return err
 	}
 	defer rfs.Close()
-	usr, err := b.usr(rfs, keys.db())
+	img, err := os.Create(filepath.Join(b.stage, DiskFile))
+	if err != nil {
+		return fmt.Errorf("disk: %w", err)
+	}
+	defer img.Close()
+	usr, err := b.usr(rfs, img, keys.db())
 	if err != nil {
 		return err
 	}
-	pol, err := b.policy(keys.db())
+	bf, err := boot.wait()
 	if err != nil {
 		return err
 	}
-	initramfs, err := b.initrd(kern, pol)
+	u, err := b.uki(kern, bf.Initramfs, osRelease, usr, keys.db())
 	if err != nil {
 		return err
 	}
-	u, err := b.uki(kern, initramfs, osRelease, usr, keys.db())
+	measurements, err := b.measurements(kern, usr, bf.Policy, u, keys)
 	if err != nil {
 		return err
 	}
-	measurements, err := b.measurements(kern, usr, pol, u, keys)
+	sboms := inBackground(func() (*sbomFiles, error) { return b.sboms(rfs, usr) })
+	defer sboms.wait()
+	vars := inBackground(func() ([]byte, error) { return b.ovmfVars(keys) })
+	defer vars.wait()
+	if err := b.disk(img, u.Signed, measurements, usr); err != nil {
+		return err
+	}
+	sb, err := sboms.wait()
 	if err != nil {
 		return err
 	}
-	if err := b.disk(u.Signed, measurements, usr); err != nil {
-		return err
-	}
-	vars, err := b.ovmfVars(keys)
-	if err != nil {
-		return err
-	}
-	spdx, cdx, err := b.sboms(rfs, usr)
+	varsFile, err := vars.wait()
 	if err != nil {
 		return err
 	}
 	return b.outputs(keys, map[string][]byte{
-		UKIFile: u.Signed, PolicyFile: pol.Text, SignedPolicyFile: pol.Signed,
-		MeasurementsFile: measurements, SPDXFile: spdx, CycloneDXFile: cdx,
-		VarsFile: vars,
+		UKIFile: u.Signed, PolicyFile: bf.Policy.Text, SignedPolicyFile: bf.Policy.Signed,
+		MeasurementsFile: measurements, SPDXFile: sb.SPDX, CycloneDXFile: sb.CycloneDX,
+		VarsFile: varsFile,
 	})
+}
+
+// background is a stage running on a goroutine of its own.
+type background[T any] struct {
+	done chan struct{}
+	v    T
+	err  error
+}
+
+// inBackground starts stage f; wait returns its result. A pipeline that
+// starts one defers a wait as well, so that no stage outlives the build
+// (and its staging directory) on an early return.
+func inBackground[T any](f func() (T, error)) *background[T] {
+	bg := &background[T]{done: make(chan struct{})}
+	go func() {
+		defer close(bg.done)
+		bg.v, bg.err = f()
+	}()
+	return bg
+}
+
+func (bg *background[T]) wait() (T, error) {
+	<-bg.done
+	return bg.v, bg.err
 }
 
 // ovmfVarsTemplate is Debian's empty OVMF variable store.
@@ -294,16 +331,18 @@ func derivedGUID(seed [32]byte, label string) disk.GUID {
 
 func roundMiB(n int64) int64 { return (n + (1<<20 - 1)) &^ (1<<20 - 1) }
 
-func (b *builder) writeDisk(signedUKI, measurements []byte, u *usrImage) error {
-	usrPath, usrSize, hashPath, vres, sigJSON, seed := u.Path, u.Size, u.HashPath, u.Verity, u.SigJSON, u.Seed
+// writeDisk writes the GPT and the partitions around usr slot A, which the
+// usr stage wrote into img already.
+func (b *builder) writeDisk(img *os.File, signedUKI, measurements []byte, u *usrImage) error {
+	vres, seed := u.Verity, u.Seed
 	lay := b.cfg.Spec.Layout
 	espSize, _ := ParseSize(lay.ESPSize)
 	varSize, _ := ParseSize(lay.VarSize)
-	usrPart := roundMiB(usrSize + usrSize/4)
+	usrPart := roundMiB(u.Size + u.Size/4)
 	if lay.UsrSize != "auto" {
 		usrPart, _ = ParseSize(lay.UsrSize)
-		if usrPart < usrSize {
-			return fmt.Errorf("layout.usrSize %s is smaller than the /usr image (%d bytes)", lay.UsrSize, usrSize)
+		if usrPart < u.Size {
+			return fmt.Errorf("layout.usrSize %s is smaller than the /usr image (%d bytes)", lay.UsrSize, u.Size)
 		}
 	}
 	hashBytes := vres.HashDeviceSize
@@ -323,22 +362,13 @@ func (b *builder) writeDisk(signedUKI, measurements []byte, u *usrImage) error {
 	if err != nil {
 		return fmt.Errorf("ESP: %w", err)
 	}
-	usrF, err := os.Open(usrPath)
-	if err != nil {
-		return err
-	}
-	defer usrF.Close()
-	hashF, err := os.Open(hashPath)
-	if err != nil {
-		return err
-	}
-	defer hashF.Close()
 	usrUUID, verityUUID := dpsUUIDs(vres.RootHash)
 	parts := []disk.Partition{
 		{TypeGUID: disk.TypeESP, UUID: derivedGUID(seed, "esp"), Name: "ESP", Size: int64(len(esp)), Content: bytes.NewReader(esp), ContentSize: int64(len(esp))},
-		{TypeGUID: disk.TypeUsrX86_64, UUID: usrUUID, Name: "usr-A", Size: usrPart, Content: usrF, ContentSize: usrSize},
-		{TypeGUID: disk.TypeUsrX86_64Verity, UUID: verityUUID, Name: "usr-A-verity", Size: hashPart, Content: hashF, ContentSize: vres.HashDeviceSize},
-		{TypeGUID: disk.TypeUsrX86_64VeritySig, UUID: derivedGUID(seed, "usr-A-verity-sig"), Name: "usr-A-verity-sig", Size: sigPart, Content: bytes.NewReader(sigJSON), ContentSize: int64(len(sigJSON))},
+		// No content: the EROFS image is in place.
+		{TypeGUID: disk.TypeUsrX86_64, UUID: usrUUID, Name: "usr-A", Size: usrPart},
+		{TypeGUID: disk.TypeUsrX86_64Verity, UUID: verityUUID, Name: "usr-A-verity", Size: hashPart, Content: bytes.NewReader(u.Hash), ContentSize: int64(len(u.Hash))},
+		{TypeGUID: disk.TypeUsrX86_64VeritySig, UUID: derivedGUID(seed, "usr-A-verity-sig"), Name: "usr-A-verity-sig", Size: sigPart, Content: bytes.NewReader(u.SigJSON), ContentSize: int64(len(u.SigJSON))},
 	}
 	if lay.Slots == 2 {
 		parts = append(parts,
@@ -360,13 +390,24 @@ func (b *builder) writeDisk(signedUKI, measurements []byte, u *usrImage) error {
 		defer vf.Close()
 		parts = append(parts, disk.Partition{TypeGUID: disk.TypeVar, UUID: varUUID, Name: "var", Size: varSize, Content: vf, ContentSize: varSize})
 	}
-	_, err = writeFile(filepath.Join(b.stage, DiskFile), func(w io.WriterAt) (int64, error) {
-		if _, err := disk.Build(w, disk.Layout{DiskGUID: derivedGUID(seed, "disk"), Partitions: parts}); err != nil {
-			return 0, err
-		}
-		return -1, nil // disk.Build wrote up to the backup GPT: keep the size
-	})
-	return err
+	placed, err := disk.Build(img, disk.Layout{DiskGUID: derivedGUID(seed, "disk"), Partitions: parts})
+	if err != nil {
+		return err
+	}
+	if placed[1].Offset() != u.Offset {
+		return fmt.Errorf("internal error: usr-A placed at %d, the image was written at %d", placed[1].Offset(), u.Offset)
+	}
+	return img.Close()
+}
+
+// memFile is a fixed-size in-memory io.WriterAt.
+type memFile []byte
+
+func (m memFile) WriteAt(p []byte, off int64) (int, error) {
+	if off < 0 || off+int64(len(p)) > int64(len(m)) {
+		return 0, fmt.Errorf("write of %d bytes at %d beyond %d", len(p), off, len(m))
+	}
+	return copy(m[off:], p), nil
 }
 
 // mkfsExt4 makes an empty ext4 file system for /var with e2fsprogs, with
@@ -395,69 +436,6 @@ func mkfsExt4(path string, size int64, uuid disk.GUID, epoch int64) error {
 		return fmt.Errorf("mkfs.ext4: %v: %s", err, out)
 	}
 	return nil
-}
-
-// writeFile creates path, lets fill write it through an io.WriterAt and
-// truncates it to the size fill reports (unless that is negative).
-func writeFile(path string, fill func(io.WriterAt) (int64, error)) (int64, error) {
-	f, err := os.Create(path)
-	if err != nil {
-		return 0, err
-	}
-	n, err := fill(f)
-	if err == nil && n >= 0 {
-		err = f.Truncate(n)
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return n, err
-}
-
-// hashFiles digests every regular file of the /usr tree for the SBOM and
-// returns a manifest of the whole tree (paths, modes, owners, targets and
-// digests) from which the build derives its UUIDs and salts.
-func hashFiles(usr *erofs.Tree) ([]sbom.File, []byte, error) {
-	var files []sbom.File
-	var manifest bytes.Buffer
-	err := usr.Walk(func(p string, ino *erofs.Inode) error {
-		fmt.Fprintf(&manifest, "%s %o %d %d %s", p, ino.Mode, ino.UID, ino.GID, ino.Target)
-		if ino.Mode&erofs.S_IFMT == erofs.S_IFREG {
-			f := sbom.File{Path: "/usr" + p, Size: ino.Size}
-			if ino.Size > 0 {
-				rc, err := ino.Open()
-				if err != nil {
-					return fmt.Errorf("%s: %w", p, err)
-				}
-				h1, h256 := sha1.New(), sha256.New()
-				n, err := io.Copy(io.MultiWriter(h1, h256), rc)
-				rc.Close()
-				if err != nil {
-					return fmt.Errorf("%s: %w", p, err)
-				}
-				if n != ino.Size {
-					return fmt.Errorf("%s: read %d bytes, want %d", p, n, ino.Size)
-				}
-				copy(f.SHA1[:], h1.Sum(nil))
-				copy(f.SHA256[:], h256.Sum(nil))
-			} else {
-				f.SHA1, f.SHA256 = sha1.Sum(nil), sha256.Sum256(nil)
-			}
-			files = append(files, f)
-			fmt.Fprintf(&manifest, " %x", f.SHA256)
-		}
-		keys := make([]string, 0, len(ino.Xattrs))
-		for k := range ino.Xattrs {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			fmt.Fprintf(&manifest, " %s=%x", k, ino.Xattrs[k])
-		}
-		manifest.WriteByte('\n')
-		return nil
-	})
-	return files, manifest.Bytes(), err
 }
 
 // staticBinary finds a static executable: the given path, or name next to

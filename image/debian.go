@@ -54,11 +54,11 @@ func newDebianCache(suite string) (*debianCache, error) {
 // is kept in the cache, and the tree reads its files from that tar in place.
 // The tar's name is a digest of everything that decides its bytes, so a warm
 // build reads it again without resolving or unpacking anything.
-func (b *builder) debianRootfs() (*erofs.Tree, io.Closer, error) {
+func (b *builder) debianRootfs() (*erofs.Tree, io.Closer, *digestCache, error) {
 	d := b.cfg.Spec.Rootfs.Debian
 	c, err := newDebianCache(d.Suite)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	names := d.Packages
 	if pkg := b.cfg.Spec.SELinux.debianPackage(); pkg != "" {
@@ -66,7 +66,7 @@ func (b *builder) debianRootfs() (*erofs.Tree, io.Closer, error) {
 	}
 	pkgs, err := c.resolve(names, true, func() { b.step("rootfs: apt resolves %d packages of Debian %s", len(d.Packages), d.Suite) })
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	files, links := b.rootfsAdditions()
 	enable := append([]string(nil), d.Enable...)
@@ -81,28 +81,34 @@ func (b *builder) debianRootfs() (*erofs.Tree, io.Closer, error) {
 		b.step("rootfs: apt downloads what is missing of %d packages", len(pkgs))
 		debs, err := c.state.Download(pkgs, c.debs)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		b.step("rootfs: unpacking %d packages (no maintainer scripts)", len(debs))
 		if err := os.MkdirAll(c.roots, 0o755); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		if err := writeRootTar(tarPath, debroot.Options{Debs: debs, Enable: enable, Files: files, Links: links, Epoch: b.o.Epoch}); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 	} else {
 		b.step("rootfs: %d Debian %s packages, unpacked before (%s)", len(pkgs), d.Suite, filepath.Base(tarPath))
 	}
 	f, err := os.Open(tarPath)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	root, err := erofs.TreeFromTar(f, b.stage)
 	if err != nil {
 		f.Close()
-		return nil, nil, fmt.Errorf("%s: %w", tarPath, err)
+		return nil, nil, nil, fmt.Errorf("%s: %w", tarPath, err)
 	}
-	return root, f, nil
+	digests, err := newDigestCache(strings.TrimSuffix(tarPath, ".tar")+".digests", root)
+	if err != nil {
+		root.Close()
+		f.Close()
+		return nil, nil, nil, err
+	}
+	return root, f, digests, nil
 }
 
 // writeRootTar writes the root to path, whole or not at all.

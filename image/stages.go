@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/osguard/osguard/disk"
 	"github.com/osguard/osguard/erofs"
 	"github.com/osguard/osguard/initrd"
 	"github.com/osguard/osguard/initrd/bootconfig"
@@ -133,6 +134,8 @@ type rootTree struct {
 	Packages []sbom.Package
 	// source, when set, is the file the tree reads its contents from.
 	source io.Closer
+	// digests, when set, knows the SBOM digests of the source's files.
+	digests *digestCache
 }
 
 // Close releases the tree and its source.
@@ -164,9 +167,10 @@ func (b *builder) rootfs(osRelease string) (*rootTree, error) {
 	}
 	var root *erofs.Tree
 	var source io.Closer
+	var digests *digestCache
 	if cfg.Spec.Rootfs.Debian != nil {
 		var err error
-		if root, source, err = b.debianRootfs(); err != nil {
+		if root, source, digests, err = b.debianRootfs(); err != nil {
 			return nil, fmt.Errorf("rootfs: %w", err)
 		}
 		if osguardBin != "" {
@@ -196,7 +200,7 @@ func (b *builder) rootfs(osRelease string) (*rootTree, error) {
 			}
 		}
 	}
-	rt := &rootTree{Root: root, source: source}
+	rt := &rootTree{Root: root, source: source, digests: digests}
 	if err := addAttestation(root, cfg.Spec.Attestation, mtime); err != nil {
 		rt.Close()
 		return nil, err
@@ -233,11 +237,12 @@ func dpkgPackages(root *erofs.Tree) ([]sbom.Package, error) {
 	return sbom.ParseDpkgStatus(rc)
 }
 
-// usrImage is /usr as a signed dm-verity volume, in the staging directory.
+// usrImage is /usr as a signed dm-verity volume: the EROFS image in usr
+// slot A of disk.raw, its hash device in memory.
 type usrImage struct {
-	Path     string // the EROFS image
+	Offset   int64 // of the EROFS image (slot A) in disk.raw
 	Size     int64
-	HashPath string // the dm-verity hash device
+	Hash     []byte // the dm-verity hash device
 	Verity   *verity.Result
 	RootHash string // hex
 	SigJSON  []byte // the DPS signature partition's content, NUL padded
@@ -247,56 +252,67 @@ type usrImage struct {
 	Files []sbom.File // every regular file of /usr, hashed
 }
 
-// usr writes /usr as EROFS (with SELinux labels), its dm-verity tree, and
-// the root hash's signature by db.
-func (b *builder) usr(rfs *rootTree, db secureboot.KeyPair) (*usrImage, error) {
+// usr writes /usr as EROFS (with SELinux labels) straight into usr slot A
+// of img, its dm-verity tree, and the root hash's signature by db.
+func (b *builder) usr(rfs *rootTree, img *os.File, db secureboot.KeyPair) (*usrImage, error) {
 	cfg, epoch := b.cfg, b.o.Epoch
 	usr, err := usrTree(rfs.Root)
 	if err != nil {
 		return nil, fmt.Errorf("rootfs: %w", err)
 	}
-	b.step("sbom: hashing the files of /usr")
-	files, manifest, err := hashFiles(usr)
+	espSize, err := ParseSize(cfg.Spec.Layout.ESPSize)
 	if err != nil {
-		return nil, fmt.Errorf("sbom: %w", err)
+		return nil, fmt.Errorf("layout: %w", err)
 	}
-	b.res.Files = len(files)
+	u := &usrImage{Offset: disk.Start(espSize)} // slot A follows the ESP
 
+	b.step("usr: writing the EROFS image; sbom: hashing the files of /usr")
+	// The digests (for the SBOM and the seed) are taken on the other core
+	// while the image is written; the writer asks for the UUID, which
+	// derives from the seed, only once all data is out.
+	type hashed struct {
+		files    []sbom.File
+		manifest []byte
+	}
+	hashing := inBackground(func() (hashed, error) {
+		files, manifest, err := hashFiles(usr, rfs.digests)
+		return hashed{files, manifest}, err
+	})
+	defer hashing.wait()
 	var labeler erofs.Labeler
 	if b.se != nil {
 		labeler = b.se.Labeler
 	}
-	b.step("usr: writing the EROFS image")
-	u := &usrImage{Path: filepath.Join(b.stage, "usr.erofs"), HashPath: filepath.Join(b.stage, "usr.verity"), Files: files}
-	// The seed from which UUIDs and salts derive: everything that decides
-	// the bytes of the usr image.
-	seedIn := fmt.Sprintf("%s\x00%s\x00%d\x00%s\x00", cfg.Metadata.Name, cfg.Metadata.Version, epoch, cfg.Spec.SELinux.Mode)
-	if b.se != nil {
-		seedIn += fmt.Sprintf("%x\x00", sha256.Sum256(b.se.FileContexts))
-		if len(b.se.SubsDist) > 0 {
-			seedIn += fmt.Sprintf("subs\x00%x\x00", sha256.Sum256(b.se.SubsDist))
-		}
-	}
-	u.Seed = sha256.Sum256(append([]byte(seedIn), manifest...))
-	seed := u.Seed
-	u.Size, err = writeFile(u.Path, func(w io.WriterAt) (int64, error) {
-		return usr.WriteImage(w, erofs.Options{
-			BuildTime: epoch, UUID: verity.DeriveUUID(append([]byte("erofs-usr"), seed[:]...)),
-			Label: "usr", Labeler: labeler, MountPoint: "/usr", ClampMtime: true,
-		})
+	u.Size, err = usr.WriteImage(img, erofs.Options{
+		At: u.Offset, BuildTime: epoch, Label: "usr", Labeler: labeler, MountPoint: "/usr", ClampMtime: true,
+		UUIDFrom: func() ([16]byte, error) {
+			h, err := hashing.wait()
+			if err != nil {
+				return [16]byte{}, fmt.Errorf("sbom: %w", err)
+			}
+			u.Files, u.Seed = h.files, b.usrSeed(h.manifest)
+			return verity.DeriveUUID(append([]byte("erofs-usr"), u.Seed[:]...)), nil
+		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("usr: %w", err)
 	}
-	b.res.UsrSize = u.Size
+	b.res.Files, b.res.UsrSize = len(u.Files), u.Size
 
 	b.step("usr: dm-verity hash tree")
 	// The seed already covers every byte that goes into the image (paths,
 	// metadata and file digests), so the salt needs no second read of it.
+	seed := u.Seed
 	vp := verity.DefaultParams()
 	vp.Salt = verity.DeriveSalt(append([]byte("verity-salt"), seed[:]...))
 	vp.UUID = verity.DeriveUUID(append([]byte("verity-uuid"), seed[:]...))
-	if u.Verity, err = verity.FormatFile(u.Path, u.HashPath, vp); err != nil {
+	vp.DataBlocks = uint64(u.Size) / uint64(vp.DataBlockSize)
+	lay, err := verity.Layout(vp)
+	if err != nil {
+		return nil, fmt.Errorf("verity: %w", err)
+	}
+	u.Hash = make([]byte, lay.HashDeviceSize)
+	if u.Verity, err = verity.Format(io.NewSectionReader(img, u.Offset, u.Size), memFile(u.Hash), vp); err != nil {
 		return nil, fmt.Errorf("verity: %w", err)
 	}
 	u.RootHash = hex.EncodeToString(u.Verity.RootHash)
@@ -308,6 +324,40 @@ func (b *builder) usr(rfs *rootTree, db secureboot.KeyPair) (*usrImage, error) {
 		return nil, err
 	}
 	return u, nil
+}
+
+// usrSeed derives the seed from everything that decides the bytes of the
+// usr image: the config's part and the manifest of /usr.
+func (b *builder) usrSeed(manifest []byte) [32]byte {
+	cfg := b.cfg
+	seedIn := fmt.Sprintf("%s\x00%s\x00%d\x00%s\x00", cfg.Metadata.Name, cfg.Metadata.Version, b.o.Epoch, cfg.Spec.SELinux.Mode)
+	if b.se != nil {
+		seedIn += fmt.Sprintf("%x\x00", sha256.Sum256(b.se.FileContexts))
+		if len(b.se.SubsDist) > 0 {
+			seedIn += fmt.Sprintf("subs\x00%x\x00", sha256.Sum256(b.se.SubsDist))
+		}
+	}
+	return sha256.Sum256(append([]byte(seedIn), manifest...))
+}
+
+// bootFiles are what the initramfs stages make: the IPE policy and the
+// initramfs that carries it.
+type bootFiles struct {
+	Policy    *buildPolicy
+	Initramfs []byte
+}
+
+// boot makes the IPE policy and the initramfs; neither depends on /usr.
+func (b *builder) boot(kern *buildKernel, db secureboot.KeyPair) (*bootFiles, error) {
+	pol, err := b.policy(db)
+	if err != nil {
+		return nil, err
+	}
+	initramfs, err := b.initrd(kern, pol)
+	if err != nil {
+		return nil, err
+	}
+	return &bootFiles{Policy: pol, Initramfs: initramfs}, nil
 }
 
 // buildPolicy is the IPE policy, as text and signed by db.
@@ -457,11 +507,12 @@ func (b *builder) measurements(kern *buildKernel, usr *usrImage, pol *buildPolic
 	return append(out, '\n'), nil
 }
 
-// disk writes disk.raw to the staging directory: GPT, the ESP with the UKI
-// and measurements.json, usr slot A (and an empty B), var.
-func (b *builder) disk(signedUKI, measurements []byte, usr *usrImage) error {
+// disk writes the rest of disk.raw in the staging directory around usr
+// slot A: GPT, the ESP with the UKI and measurements.json, the verity
+// partitions, an empty slot B, var.
+func (b *builder) disk(img *os.File, signedUKI, measurements []byte, usr *usrImage) error {
 	b.step("disk: GPT, ESP, usr A/B, var")
-	if err := b.writeDisk(signedUKI, measurements, usr); err != nil {
+	if err := b.writeDisk(img, signedUKI, measurements, usr); err != nil {
 		return fmt.Errorf("disk: %w", err)
 	}
 	return nil
@@ -485,8 +536,11 @@ func (b *builder) ovmfVars(keys *buildKeys) ([]byte, error) {
 	return vars.Bytes(), nil
 }
 
+// sbomFiles are the SPDX 2.3 and CycloneDX 1.5 documents.
+type sbomFiles struct{ SPDX, CycloneDX []byte }
+
 // sboms returns the SPDX 2.3 and CycloneDX 1.5 documents.
-func (b *builder) sboms(rfs *rootTree, usr *usrImage) (spdx, cdx []byte, err error) {
+func (b *builder) sboms(rfs *rootTree, usr *usrImage) (*sbomFiles, error) {
 	cfg := b.cfg
 	b.step("sbom: SPDX 2.3 and CycloneDX 1.5")
 	img := sbom.Image{
@@ -495,12 +549,12 @@ func (b *builder) sboms(rfs *rootTree, usr *usrImage) (spdx, cdx []byte, err err
 	}
 	var spdxBuf, cdxBuf bytes.Buffer
 	if err := sbom.WriteSPDX(&spdxBuf, img); err != nil {
-		return nil, nil, err
+		return nil, fmt.Errorf("sbom: %w", err)
 	}
 	if err := sbom.WriteCycloneDX(&cdxBuf, img); err != nil {
-		return nil, nil, err
+		return nil, fmt.Errorf("sbom: %w", err)
 	}
-	return spdxBuf.Bytes(), cdxBuf.Bytes(), nil
+	return &sbomFiles{SPDX: spdxBuf.Bytes(), CycloneDX: cdxBuf.Bytes()}, nil
 }
 
 // outputs writes the small outputs to the staging directory, then moves
