@@ -87,6 +87,9 @@ It prints the image references it pulled (with --layout) or imported, one per li
 // pullAndImport pulls into a temporary layout next to the snapshotter's
 // layers and imports it into containerd.
 func pullAndImport(cmd *cobra.Command, nf *nodeFlags, ref string, o registry.Options, asJSON bool) error {
+	if fi, err := os.Stat(nf.address); err != nil || fi.Mode()&os.ModeSocket == 0 {
+		return failWith(1, fmt.Errorf("no containerd at %s: without --layout, pull imports into the node's containerd (give --layout DIR to pull into an OCI layout)", nf.address))
+	}
 	ctx, stop := signalContext()
 	defer stop()
 	if err := os.MkdirAll(nf.snapshotterRoot, 0o700); err != nil {

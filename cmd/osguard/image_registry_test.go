@@ -51,7 +51,9 @@ func TestImagePushPull(t *testing.T) {
 		want string
 	}{
 		{"push one argument", []string{"image", "push", layout}, 2, "push takes LAYOUT[:REF] and HOST[:PORT]/REPO:TAG"},
-		{"pull without --layout", []string{"image", "pull", target}, 2, "pull needs --layout DIR"},
+		// Without --layout, pull imports into the node's containerd; with
+		// none at --address it says so before it fetches anything.
+		{"pull without --layout, no containerd", []string{"image", "pull", target, "--address", filepath.Join(t.TempDir(), "none.sock"), "--snapshotter-root", filepath.Join(t.TempDir(), "sn")}, 1, "no containerd at"},
 		{"pull bad platform", []string{"image", "pull", target, "--layout", filepath.Join(t.TempDir(), "x"), "--platform", "linux"}, 2, "want OS/ARCH"},
 		{"pull unknown tag", []string{"image", "pull", "-q", reg.Addr + "/osguard/cli:nope", "--layout", filepath.Join(t.TempDir(), "x")}, 1, "not found in the registry"},
 		{"push unknown layout ref", []string{"image", "push", "-q", layout + ":nope", target}, 1, `no image "nope" in the layout`},

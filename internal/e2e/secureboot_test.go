@@ -217,8 +217,14 @@ func TestSecureBootUKI(t *testing.T) {
 		if !strings.Contains(con, certLine) {
 			t.Errorf("guest kernel did not load our db certificate into .platform (want %q)", certLine)
 		}
-		if !regexp.MustCompile(`OSG: key .* keyring +\.platform: 1\n`).MatchString(con) {
-			t.Error("guest /proc/keys does not show .platform holding one key")
+		// db holds the db certificate and the containers certificate
+		// (container layer signatures chain to .platform too).
+		certLine = fmt.Sprintf("integrity: Loaded X.509 cert '%s: %s'", h.Containers.Cert.Subject.CommonName, hex.EncodeToString(h.Containers.Cert.SubjectKeyId))
+		if !strings.Contains(con, certLine) {
+			t.Errorf("guest kernel did not load our containers certificate into .platform (want %q)", certLine)
+		}
+		if !regexp.MustCompile(`OSG: key .* keyring +\.platform: 2\n`).MatchString(con) {
+			t.Error("guest /proc/keys does not show .platform holding two keys (db and containers)")
 		}
 		got := ""
 		for _, l := range strings.Split(con, "\n") {
