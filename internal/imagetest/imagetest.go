@@ -103,6 +103,35 @@ func (b *Builder) Image(t testing.TB, name string, edit func(*image.Config)) str
 	return out
 }
 
+// Profile builds the named profile (image.LoadProfile) with overrides ov,
+// once per name.
+func (b *Builder) Profile(t testing.TB, name, profile string, ov image.Overrides) string {
+	t.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if out, ok := b.images[name]; ok {
+		return out
+	}
+	cfg, err := image.LoadProfile(profile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Apply(ov); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(b.Dir, "img-"+name)
+	start := time.Now()
+	if _, err := image.Build(image.BuildOptions{
+		Config: cfg, OutDir: out, KeysDir: b.Keys, Epoch: Epoch, ToolVersion: "test",
+		InitBinary: filepath.Join(b.Bins, "osguard-init"), OsguardBinary: filepath.Join(b.Bins, "osguard"),
+	}); err != nil {
+		t.Fatalf("build %s (profile %s): %v", name, profile, err)
+	}
+	t.Logf("built %s (profile %s) in %v", name, profile, time.Since(start).Round(time.Millisecond))
+	b.images[name] = out
+	return out
+}
+
 // Hierarchy loads the builder's keys.
 func (b *Builder) Hierarchy(t testing.TB) *secureboot.Hierarchy {
 	t.Helper()

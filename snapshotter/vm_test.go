@@ -1,4 +1,4 @@
-package image_test
+package snapshotter_test
 
 import (
 	"crypto/rand"
@@ -23,6 +23,8 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/osguard/osguard/image"
+	"github.com/osguard/osguard/internal/bootinit"
+	"github.com/osguard/osguard/internal/imagetest"
 	"github.com/osguard/osguard/internal/ocitest"
 	"github.com/osguard/osguard/internal/registrytest"
 	"github.com/osguard/osguard/internal/testutil"
@@ -53,10 +55,10 @@ func markedLayers(t testing.TB, mark string, top []ocitest.Entry) [][]ocitest.En
 
 // signedArchive makes the test images and returns the path of their OCI
 // archive.
-func signedArchive(t testing.TB, f *fixture) (string, map[string]*ocitest.Sample, string) {
+func signedArchive(t testing.TB, b *imagetest.Builder) (string, map[string]*ocitest.Sample, string) {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "layout")
-	osguard := filepath.Join(f.bins, "osguard")
+	osguard := filepath.Join(b.Bins, "osguard")
 	sign := func(ref, key, cert string) {
 		t.Helper()
 		cmd := exec.Command(osguard, "image", "sign", "--key", key, "--cert", cert, dir+":"+ref)
@@ -65,12 +67,12 @@ func signedArchive(t testing.TB, f *fixture) (string, map[string]*ocitest.Sample
 		}
 	}
 	good := ocitest.SampleLayout(t, dir, ocitest.LayoutOptions{Ref: refGood, Compression: ocitest.Gzip, Layers: markedLayers(t, "good", ocitest.TopLayer())})
-	sign(refGood, filepath.Join(f.keys, "containers.key"), filepath.Join(f.keys, "containers.crt"))
+	sign(refGood, filepath.Join(b.Keys, "containers.key"), filepath.Join(b.Keys, "containers.crt"))
 	shareTop := []ocitest.Entry{{Name: "share.txt", Body: []byte("another top on a shared base\n")}}
 	share := ocitest.SampleLayout(t, dir, ocitest.LayoutOptions{Ref: refShare, Compression: ocitest.Gzip, Layers: markedLayers(t, "good", shareTop)})
-	sign(refShare, filepath.Join(f.keys, "containers.key"), filepath.Join(f.keys, "containers.crt"))
+	sign(refShare, filepath.Join(b.Keys, "containers.key"), filepath.Join(b.Keys, "containers.crt"))
 	ocitest.SampleLayout(t, dir, ocitest.LayoutOptions{Ref: refPulled, Compression: ocitest.Gzip, Layers: markedLayers(t, "pulled", ocitest.TopLayer())})
-	sign(refPulled, filepath.Join(f.keys, "containers.key"), filepath.Join(f.keys, "containers.crt"))
+	sign(refPulled, filepath.Join(b.Keys, "containers.key"), filepath.Join(b.Keys, "containers.crt"))
 
 	ocitest.SampleLayout(t, dir, ocitest.LayoutOptions{Ref: refUnsigned, Compression: ocitest.Zstd, Layers: markedLayers(t, "unsigned", ocitest.TopLayer())})
 
@@ -84,7 +86,7 @@ func signedArchive(t testing.TB, f *fixture) (string, map[string]*ocitest.Sample
 	// new layer; only the kernel's check of the root hash is left to stop it.
 	swapTop := append(ocitest.TopLayer(), ocitest.Entry{Name: "bin/payload", Body: []byte("#!/bin/sh\necho swapped\n"), Mode: 0o755})
 	ocitest.SampleLayout(t, dir, ocitest.LayoutOptions{Ref: "localhost/osguard-test/swap-source:1", Layers: markedLayers(t, "swapped", ocitest.TopLayer())})
-	sign("localhost/osguard-test/swap-source:1", filepath.Join(f.keys, "containers.key"), filepath.Join(f.keys, "containers.crt"))
+	sign("localhost/osguard-test/swap-source:1", filepath.Join(b.Keys, "containers.key"), filepath.Join(b.Keys, "containers.crt"))
 	swapped := ocitest.SampleLayout(t, dir, ocitest.LayoutOptions{Ref: refSwapped, Layers: markedLayers(t, "swapped", swapTop)})
 	forgeSignatures(t, dir, "localhost/osguard-test/swap-source:1", swapped)
 
@@ -102,7 +104,7 @@ func foreignKey(t testing.TB) (keyPath, certPath string) {
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "not in db"},
-		NotBefore: time.Unix(testEpoch, 0), NotAfter: time.Unix(testEpoch, 0).AddDate(20, 0, 0),
+		NotBefore: time.Unix(imagetest.Epoch, 0), NotAfter: time.Unix(imagetest.Epoch, 0).AddDate(20, 0, 0),
 		KeyUsage: x509.KeyUsageDigitalSignature, BasicConstraintsValid: true,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
@@ -178,11 +180,10 @@ func forgeSignatures(t testing.TB, dir, ref string, target *ocitest.Sample) {
 // disk and runs containers from signed dm-verity layers, then attacks 1-6
 // of issue 12. The evidence is what containerd, crun and the kernel say.
 func TestSignedContainers(t *testing.T) {
-	f := getFixture(t)
-	testutil.NeedTool(t, "debugfs")
-	out := filepath.Join(t.TempDir(), "out")
-	f.buildContainerHost(t, out, image.Overrides{})
-	archive, samples, layout := signedArchive(t, f)
+	b := imagetest.Get(t)
+	testutil.NeedTool(t, "debugfs", "apt-get")
+	out := b.Profile(t, "containerhost-debug", "containerhost", image.Overrides{DebugConsole: true})
+	archive, samples, layout := signedArchive(t, b)
 	good, share := samples[refGood], samples[refShare]
 
 	// A registry on the host's 127.0.0.1 holds the pulled image with its
@@ -203,7 +204,7 @@ func TestSignedContainers(t *testing.T) {
 			Drives: []vm.Drive{{Path: diskCopy}, {Path: archive, ReadOnly: true}},
 			Net:    &vm.UserNet{GuestFwd: map[string]string{"10.0.2.100:5000": reg.Addr}},
 		})
-		shell(t, node)
+		waitShell(t, node)
 		run := func(cmd string) string {
 			t.Helper()
 			got, err := node.Run(cmd, 4*time.Minute)
@@ -413,8 +414,7 @@ func lastLine(s string) string {
 // attacker with the powered-off disk would.
 func corruptLayer(t *testing.T, diskPath, layerHex string) {
 	t.Helper()
-	p := partition(t, diskPath, "var")
-	off := int64(p.FirstLBA) * 512
+	off := varOffset(t, diskPath)
 	file := "/lib/osguard/snapshotter/layers/" + layerHex + "/layer.img"
 	fs := fmt.Sprintf("%s?offset=%d", diskPath, off)
 	stat, err := exec.Command("debugfs", "-R", "cat "+strings.TrimSuffix(file, "layer.img")+"layer.json", fs).Output()
@@ -453,4 +453,42 @@ func corruptLayer(t *testing.T, diskPath, layerHex string) {
 		t.Fatalf("no block of %s found to change", file)
 	}
 	t.Logf("changed %d of %d data blocks of layer %s offline", flipped, rec.DataBlocks, layerHex[:12])
+}
+
+// bootTimeout bounds a TCG boot to the debug shell.
+const bootTimeout = 4 * time.Minute
+
+func TestMain(m *testing.M) { imagetest.Main(m) }
+
+// waitShell waits for the node's debug shell and quiets the kernel's
+// console messages, which would interleave with command output.
+func waitShell(t testing.TB, m *vm.Machine) {
+	t.Helper()
+	if _, err := m.WaitForText(vm.ShellPrompt, 0, bootTimeout); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Run("dmesg -n 1", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// varOffset is the byte offset of the var partition in a disk image.
+func varOffset(t testing.TB, diskPath string) int64 {
+	t.Helper()
+	fh, err := os.Open(diskPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	ents, err := bootinit.ReadGPT(fh, 512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if e.Name == "var" {
+			return int64(e.FirstLBA) * 512
+		}
+	}
+	t.Fatalf("%s: no var partition", diskPath)
+	return 0
 }
