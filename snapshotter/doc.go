@@ -8,6 +8,15 @@
 // and the package keeps its own bookkeeping in containerd's bolt
 // metadata store (core/snapshots/storage), as the stock overlay snapshotter does.
 //
+// # Why a snapshotter, and why Debian's containerd
+//
+// Debian trixie's containerd 1.7.24 loads proxy plugins of type "snapshot",
+// "content" and "diff" (services/server/server.go), so no containerd 2.x is
+// needed on the node. A snapshotter is enough: the conversion to EROFS and
+// the signature check happen when the image is imported, and a container's
+// root file system only needs the mounts returned here. A proxy differ was
+// not needed, because unpacking into this snapshotter is refused anyway.
+//
 // # How a layer gets in
 //
 // containerd normally unpacks a layer itself: it prepares an empty snapshot,
