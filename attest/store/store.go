@@ -17,8 +17,10 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // driver "pgx"
@@ -51,6 +53,12 @@ type Store struct {
 	// CTEs): one round trip instead of five. SQLite has no such CTEs and
 	// no round trips; it runs the three statements in a transaction.
 	stRecord *sql.Stmt
+
+	// SQLite only: Records go to the writer goroutine (group commit).
+	records    chan *recordOp
+	quit       chan struct{}
+	writerDone chan struct{}
+	closeOnce  sync.Once
 }
 
 // prepare prepares the hot statements.
@@ -127,6 +135,11 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		s.db.Close()
 		return nil, err
 	}
+	if !s.postgres {
+		s.records = make(chan *recordOp, maxBatch)
+		s.quit, s.writerDone = make(chan struct{}), make(chan struct{})
+		go s.writer()
+	}
 	return s, nil
 }
 
@@ -140,8 +153,30 @@ func redact(dsn string) string {
 	return dsn
 }
 
-// Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+// Close stops the SQLite writer, after the batch it is storing, and
+// closes the database. Records that were waiting get an error.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		if s.quit != nil {
+			close(s.quit)
+			<-s.writerDone
+			s.failWaiting()
+		}
+	})
+	return s.db.Close()
+}
+
+// failWaiting answers the Records left in the queue when the writer ended.
+func (s *Store) failWaiting() {
+	for {
+		select {
+		case op := <-s.records:
+			op.done <- errClosed
+		default:
+			return
+		}
+	}
+}
 
 // schema is portable SQL: TEXT and BIGINT only, binary values in base64 or
 // hex, times as Unix nanoseconds.
@@ -356,6 +391,12 @@ type Result struct {
 // Record consumes the nonce and stores the result and the node's new
 // state in one transaction. ErrNonce when the nonce was not live: then
 // nothing is stored.
+//
+// On SQLite, Records that arrive together share one transaction (group
+// commit, see writer): a commit, its WAL frames and their writes cost more
+// than the three statements of a result, and one writer is all SQLite has
+// anyway. Each Record still learns its own outcome, and it returns only
+// after the transaction holding its result committed.
 func (s *Store) Record(ctx context.Context, r Result) error {
 	if s.stRecord != nil {
 		res, err := s.stRecord.ExecContext(ctx, r.Nonce, r.Node, now(), r.Image, r.Version, r.State, r.Reason)
@@ -367,29 +408,142 @@ func (s *Store) Record(ctx context.Context, r Result) error {
 		}
 		return nil
 	}
+	op := &recordOp{ctx: ctx, r: r, done: make(chan error, 1)}
+	select {
+	case s.records <- op:
+	case <-s.quit:
+		return errClosed
+	}
+	select {
+	case err := <-op.done:
+		return err
+	case <-s.writerDone:
+		// The writer answers before it ends: take its answer if any.
+		select {
+		case err := <-op.done:
+			return err
+		default:
+			return errClosed
+		}
+	}
+}
+
+var errClosed = errors.New("store: closed")
+
+// recordOp is a Record waiting for the SQLite writer.
+type recordOp struct {
+	ctx  context.Context
+	r    Result
+	done chan error // buffered: the writer never waits for the caller
+}
+
+// maxBatch bounds the Records that share one SQLite transaction, and so
+// how long the first of them waits for the last.
+const maxBatch = 64
+
+// writer stores the Records of a SQLite store, each batch of those that are
+// waiting in one transaction.
+func (s *Store) writer() {
+	defer close(s.writerDone)
+	batch := make([]*recordOp, 0, maxBatch)
+	for {
+		batch = batch[:0]
+		select {
+		case op := <-s.records:
+			batch = append(batch, op)
+		case <-s.quit:
+			return
+		}
+		// Requests being verified on this processor reach Record now,
+		// before the transaction, instead of waiting for the next one.
+		// With nothing else to run this returns at once.
+		runtime.Gosched()
+	fill:
+		for len(batch) < maxBatch {
+			select {
+			case op := <-s.records:
+				batch = append(batch, op)
+			default:
+				break fill
+			}
+		}
+		s.commit(batch)
+	}
+}
+
+// commit stores a batch and answers each of its Records.
+func (s *Store) commit(batch []*recordOp) {
+	live := batch[:0:0]
+	for _, op := range batch {
+		if err := op.ctx.Err(); err != nil {
+			op.done <- err // the caller has gone: its nonce stays unused
+			continue
+		}
+		live = append(live, op)
+	}
+	if len(live) == 0 {
+		return
+	}
+	errs, err := s.recordBatch(live)
+	if err != nil && len(live) > 1 {
+		// Nothing of the batch was committed. One failing Record must
+		// not fail the others: each alone, in its own transaction.
+		for _, op := range live {
+			op.done <- s.recordAlone(op)
+		}
+		return
+	}
+	for i, op := range live {
+		if err != nil {
+			op.done <- err
+		} else {
+			op.done <- errs[i]
+		}
+	}
+}
+
+// recordAlone stores one Record in its own transaction.
+func (s *Store) recordAlone(op *recordOp) error {
+	errs, err := s.recordBatch([]*recordOp{op})
+	if err != nil {
+		return err
+	}
+	return errs[0]
+}
+
+// recordBatch runs the Records in one transaction. errs[i] is ErrNonce
+// when the nonce of ops[i] was not live (nothing of it is stored); err is
+// a failure of the transaction, which then committed nothing.
+func (s *Store) recordBatch(ops []*recordOp) (errs []error, err error) {
+	ctx := context.Background() // the callers' contexts were checked: a started batch finishes
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("store: %w", err)
+		return nil, fmt.Errorf("store: %w", err)
 	}
 	defer tx.Rollback()
-	t := now()
-	res, err := tx.StmtContext(ctx, s.stUseNonce).ExecContext(ctx, r.Nonce, r.Node, t)
-	if err != nil {
-		return fmt.Errorf("store: use nonce: %w", err)
-	}
-	if n, _ := res.RowsAffected(); n != 1 {
-		return ErrNonce
-	}
-	if _, err := tx.StmtContext(ctx, s.stInsertResult).ExecContext(ctx, r.Nonce, r.Node, r.Image, r.Version, r.State, r.Reason, t); err != nil {
-		return fmt.Errorf("store: insert result: %w", err)
-	}
-	if _, err := tx.StmtContext(ctx, s.stUpdateNode).ExecContext(ctx, r.Image, r.Version, r.State, r.Reason, t, r.Node); err != nil {
-		return fmt.Errorf("store: update node: %w", err)
+	useNonce, insertResult, updateNode := tx.StmtContext(ctx, s.stUseNonce), tx.StmtContext(ctx, s.stInsertResult), tx.StmtContext(ctx, s.stUpdateNode)
+	errs = make([]error, len(ops))
+	for i, op := range ops {
+		r, t := op.r, now()
+		res, err := useNonce.ExecContext(ctx, r.Nonce, r.Node, t)
+		if err != nil {
+			return nil, fmt.Errorf("store: use nonce: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			errs[i] = ErrNonce
+			continue
+		}
+		if _, err := insertResult.ExecContext(ctx, r.Nonce, r.Node, r.Image, r.Version, r.State, r.Reason, t); err != nil {
+			return nil, fmt.Errorf("store: insert result: %w", err)
+		}
+		if _, err := updateNode.ExecContext(ctx, r.Image, r.Version, r.State, r.Reason, t, r.Node); err != nil {
+			return nil, fmt.Errorf("store: update node: %w", err)
+		}
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("store: commit result: %w", err)
+		return nil, fmt.Errorf("store: commit result: %w", err)
 	}
-	return nil
+	return errs, nil
 }
 
 // Nodes lists the fleet: untrusted nodes first, then by name.
