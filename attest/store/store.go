@@ -8,7 +8,9 @@
 // conditional UPDATE whose row count says who won, a challenge by one
 // DELETE, and a result is stored in the same transaction as the nonce it
 // consumed, under a unique key on that nonce. Two replicas can therefore
-// neither accept one nonce twice nor lose or duplicate a result.
+// neither accept one nonce twice nor lose or duplicate a result. On
+// SQLite, results that arrive together are stored in one transaction by a
+// writer goroutine (group commit); each is still judged on its own nonce.
 package store
 
 import (
