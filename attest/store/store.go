@@ -8,9 +8,10 @@
 // conditional UPDATE whose row count says who won, a challenge by one
 // DELETE, and a result is stored in the same transaction as the nonce it
 // consumed, under a unique key on that nonce. Two replicas can therefore
-// neither accept one nonce twice nor lose or duplicate a result. On
-// SQLite, results that arrive together are stored in one transaction by a
-// writer goroutine (group commit); each is still judged on its own nonce.
+// neither accept one nonce twice nor lose or duplicate a result. Results
+// that arrive together are stored in one transaction by a writer goroutine
+// (group commit; on PostgreSQL one pipelined round trip); each is still
+// judged on its own nonce.
 package store
 
 import (
@@ -20,13 +21,15 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	_ "github.com/jackc/pgx/v5/stdlib" // driver "pgx"
-	_ "modernc.org/sqlite"             // driver "sqlite"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib" // driver "pgx"
+	_ "modernc.org/sqlite"           // driver "sqlite"
 
 	"github.com/osguard/osguard/attest/api"
 )
@@ -51,12 +54,7 @@ type Store struct {
 	// Statements of every attestation, prepared once: parsing SQL costs
 	// SQLite as much as running it.
 	stNodeAK, stCheckNonce, stPutNonce, stUseNonce, stInsertResult, stUpdateNode *sql.Stmt
-	// stRecord is Record as one PostgreSQL statement (data-modifying
-	// CTEs): one round trip instead of five. SQLite has no such CTEs and
-	// no round trips; it runs the three statements in a transaction.
-	stRecord *sql.Stmt
-
-	// SQLite only: Records go to the writer goroutine (group commit).
+	// Records go to the writer goroutine (group commit).
 	records    chan *recordOp
 	quit       chan struct{}
 	writerDone chan struct{}
@@ -83,21 +81,20 @@ func (s *Store) prepare(ctx context.Context) error {
 		}
 		*p.st = st
 	}
-	if s.postgres {
-		st, err := s.db.PrepareContext(ctx, `WITH used AS (
+	return nil
+}
+
+// recordSQL is Record as one PostgreSQL statement (data-modifying CTEs):
+// use the nonce, insert the result, update the node. It affects one row
+// when the nonce was live. SQLite has no such CTEs and no round trips; it
+// runs the three statements in a transaction.
+const recordSQL = `WITH used AS (
 				UPDATE nonces SET used = 1 WHERE nonce = $1 AND node = $2 AND used = 0 AND expires > $3 RETURNING nonce),
 			stored AS (
 				INSERT INTO results (nonce, node, image, version, state, reason, at)
 				SELECT nonce, $2, $4, $5, $6, $7, $3 FROM used RETURNING node)
 			UPDATE nodes SET image = $4, version = $5, state = $6, reason = $7, last_seen = $3
-			FROM stored WHERE nodes.node = stored.node`)
-		if err != nil {
-			return fmt.Errorf("store: prepare: %w", err)
-		}
-		s.stRecord = st
-	}
-	return nil
-}
+			FROM stored WHERE nodes.node = stored.node`
 
 // Open opens the database named by dsn: "sqlite:PATH" or
 // "postgres://…" (also "postgresql://…"), and creates the tables.
@@ -137,11 +134,9 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		s.db.Close()
 		return nil, err
 	}
-	if !s.postgres {
-		s.records = make(chan *recordOp, maxBatch)
-		s.quit, s.writerDone = make(chan struct{}), make(chan struct{})
-		go s.writer()
-	}
+	s.records = make(chan *recordOp, maxBatch)
+	s.quit, s.writerDone = make(chan struct{}), make(chan struct{})
+	go s.writer()
 	return s, nil
 }
 
@@ -159,11 +154,9 @@ func redact(dsn string) string {
 // closes the database. Records that were waiting get an error.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
-		if s.quit != nil {
-			close(s.quit)
-			<-s.writerDone
-			s.failWaiting()
-		}
+		close(s.quit)
+		<-s.writerDone
+		s.failWaiting()
 	})
 	return s.db.Close()
 }
@@ -394,22 +387,13 @@ type Result struct {
 // state in one transaction. ErrNonce when the nonce was not live: then
 // nothing is stored.
 //
-// On SQLite, Records that arrive together share one transaction (group
-// commit, see writer): a commit, its WAL frames and their writes cost more
+// Records that arrive together share one transaction (group commit, see
+// writer). On SQLite a commit, its WAL frames and their writes cost more
 // than the three statements of a result, and one writer is all SQLite has
-// anyway. Each Record still learns its own outcome, and it returns only
-// after the transaction holding its result committed.
+// anyway; on PostgreSQL the batch is one pipeline, a round trip for all.
+// Each Record still learns its own outcome, and it returns only after the
+// transaction holding its result committed.
 func (s *Store) Record(ctx context.Context, r Result) error {
-	if s.stRecord != nil {
-		res, err := s.stRecord.ExecContext(ctx, r.Nonce, r.Node, now(), r.Image, r.Version, r.State, r.Reason)
-		if err != nil {
-			return fmt.Errorf("store: record: %w", err)
-		}
-		if n, _ := res.RowsAffected(); n != 1 {
-			return ErrNonce
-		}
-		return nil
-	}
 	op := &recordOp{ctx: ctx, r: r, done: make(chan error, 1)}
 	select {
 	case s.records <- op:
@@ -432,19 +416,19 @@ func (s *Store) Record(ctx context.Context, r Result) error {
 
 var errClosed = errors.New("store: closed")
 
-// recordOp is a Record waiting for the SQLite writer.
+// recordOp is a Record waiting for the writer.
 type recordOp struct {
 	ctx  context.Context
 	r    Result
 	done chan error // buffered: the writer never waits for the caller
 }
 
-// maxBatch bounds the Records that share one SQLite transaction, and so
+// maxBatch bounds the Records that share one transaction, and so
 // how long the first of them waits for the last.
 const maxBatch = 64
 
-// writer stores the Records of a SQLite store, each batch of those that are
-// waiting in one transaction.
+// writer stores the Records, each batch of those that are waiting in one
+// transaction.
 func (s *Store) writer() {
 	defer close(s.writerDone)
 	batch := make([]*recordOp, 0, maxBatch)
@@ -518,6 +502,9 @@ func (s *Store) recordAlone(op *recordOp) error {
 // a failure of the transaction, which then committed nothing.
 func (s *Store) recordBatch(ops []*recordOp) (errs []error, err error) {
 	ctx := context.Background() // the callers' contexts were checked: a started batch finishes
+	if s.postgres {
+		return s.recordPipeline(ctx, ops)
+	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
@@ -595,4 +582,50 @@ func (s *Store) Prune(ctx context.Context) error {
 		return fmt.Errorf("store: prune: %w", err)
 	}
 	return nil
+}
+
+// recordPipeline is recordBatch on PostgreSQL: recordSQL for each Record,
+// sent as one pipeline that ends in one Sync, so that the statements form
+// one implicit transaction and cost one round trip. They run in the order
+// of node and nonce: the rows a Record locks (its nonce, its result's key,
+// its node) belong to its node, so replicas that store overlapping batches
+// at once lock in one order and cannot deadlock.
+func (s *Store) recordPipeline(ctx context.Context, ops []*recordOp) ([]error, error) {
+	order := make([]int, len(ops))
+	for i := range order {
+		order[i] = i
+	}
+	sort.Slice(order, func(a, b int) bool {
+		x, y := ops[order[a]].r, ops[order[b]].r
+		return x.Node < y.Node || x.Node == y.Node && x.Nonce < y.Nonce
+	})
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	defer conn.Close()
+	errs := make([]error, len(ops))
+	err = conn.Raw(func(dc any) error {
+		var b pgx.Batch
+		for _, i := range order {
+			r := ops[i].r
+			b.Queue(recordSQL, r.Nonce, r.Node, now(), r.Image, r.Version, r.State, r.Reason)
+		}
+		br := dc.(*stdlib.Conn).Conn().SendBatch(ctx, &b)
+		for _, i := range order {
+			tag, err := br.Exec()
+			if err != nil {
+				br.Close()
+				return err
+			}
+			if tag.RowsAffected() != 1 {
+				errs[i] = ErrNonce
+			}
+		}
+		return br.Close()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: record: %w", err)
+	}
+	return errs, nil
 }
