@@ -85,13 +85,22 @@ func TestOpenRejects(t *testing.T) {
 	}
 }
 
-// TestFailingRecordAmongOthers stores many results at once on SQLite, where
-// they share transactions, one of which cannot be stored (its nonce is live
-// but a result already holds it): that one fails, every other is stored.
-func TestFailingRecordAmongOthers(t *testing.T) {
-	ctx := context.Background()
+// TestFailingRecordAmongOthers stores many results at once, where they
+// share transactions, one of which cannot be stored (its nonce is live but
+// a result already holds it): that one fails, every other is stored.
+func TestFailingRecordAmongOthersSQLite(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "v.db")
-	s, err := store.Open(ctx, "sqlite:"+path)
+	testFailingRecordAmongOthers(t, "sqlite:"+path, "sqlite", "file:"+path+"?_pragma=busy_timeout(10000)")
+}
+
+func TestFailingRecordAmongOthersPostgres(t *testing.T) {
+	dsn := pgtest.Start(t)
+	testFailingRecordAmongOthers(t, dsn, "pgx", dsn)
+}
+
+func testFailingRecordAmongOthers(t *testing.T, dsn, driver, driverDSN string) {
+	ctx := context.Background()
+	s, err := store.Open(ctx, dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +116,7 @@ func TestFailingRecordAmongOthers(t *testing.T) {
 	}
 	// A result under nonce-7 that did not consume it: only another
 	// process writing to the file can make this state.
-	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)")
+	db, err := sql.Open(driver, driverDSN)
 	if err != nil {
 		t.Fatal(err)
 	}
