@@ -8,7 +8,10 @@
 // conditional UPDATE whose row count says who won, a challenge by one
 // DELETE, and a result is stored in the same transaction as the nonce it
 // consumed, under a unique key on that nonce. Two replicas can therefore
-// neither accept one nonce twice nor lose or duplicate a result.
+// neither accept one nonce twice nor lose or duplicate a result. Results
+// that arrive together are stored in one transaction by a writer goroutine
+// (group commit; on PostgreSQL one pipelined round trip); each is still
+// judged on its own nonce.
 package store
 
 import (
@@ -17,12 +20,16 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"runtime"
+	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
-	_ "github.com/jackc/pgx/v5/stdlib" // driver "pgx"
-	_ "modernc.org/sqlite"             // driver "sqlite"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib" // driver "pgx"
+	_ "modernc.org/sqlite"           // driver "sqlite"
 
 	"github.com/osguard/osguard/attest/api"
 )
@@ -47,10 +54,11 @@ type Store struct {
 	// Statements of every attestation, prepared once: parsing SQL costs
 	// SQLite as much as running it.
 	stNodeAK, stCheckNonce, stPutNonce, stUseNonce, stInsertResult, stUpdateNode *sql.Stmt
-	// stRecord is Record as one PostgreSQL statement (data-modifying
-	// CTEs): one round trip instead of five. SQLite has no such CTEs and
-	// no round trips; it runs the three statements in a transaction.
-	stRecord *sql.Stmt
+	// Records go to the writer goroutine (group commit).
+	records    chan *recordOp
+	quit       chan struct{}
+	writerDone chan struct{}
+	closeOnce  sync.Once
 }
 
 // prepare prepares the hot statements.
@@ -73,21 +81,20 @@ func (s *Store) prepare(ctx context.Context) error {
 		}
 		*p.st = st
 	}
-	if s.postgres {
-		st, err := s.db.PrepareContext(ctx, `WITH used AS (
+	return nil
+}
+
+// recordSQL is Record as one PostgreSQL statement (data-modifying CTEs):
+// use the nonce, insert the result, update the node. It affects one row
+// when the nonce was live. SQLite has no such CTEs and no round trips; it
+// runs the three statements in a transaction.
+const recordSQL = `WITH used AS (
 				UPDATE nonces SET used = 1 WHERE nonce = $1 AND node = $2 AND used = 0 AND expires > $3 RETURNING nonce),
 			stored AS (
 				INSERT INTO results (nonce, node, image, version, state, reason, at)
 				SELECT nonce, $2, $4, $5, $6, $7, $3 FROM used RETURNING node)
 			UPDATE nodes SET image = $4, version = $5, state = $6, reason = $7, last_seen = $3
-			FROM stored WHERE nodes.node = stored.node`)
-		if err != nil {
-			return fmt.Errorf("store: prepare: %w", err)
-		}
-		s.stRecord = st
-	}
-	return nil
-}
+			FROM stored WHERE nodes.node = stored.node`
 
 // Open opens the database named by dsn: "sqlite:PATH" or
 // "postgres://…" (also "postgresql://…"), and creates the tables.
@@ -127,6 +134,9 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		s.db.Close()
 		return nil, err
 	}
+	s.records = make(chan *recordOp, maxBatch)
+	s.quit, s.writerDone = make(chan struct{}), make(chan struct{})
+	go s.writer()
 	return s, nil
 }
 
@@ -140,8 +150,28 @@ func redact(dsn string) string {
 	return dsn
 }
 
-// Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+// Close stops the SQLite writer, after the batch it is storing, and
+// closes the database. Records that were waiting get an error.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		close(s.quit)
+		<-s.writerDone
+		s.failWaiting()
+	})
+	return s.db.Close()
+}
+
+// failWaiting answers the Records left in the queue when the writer ended.
+func (s *Store) failWaiting() {
+	for {
+		select {
+		case op := <-s.records:
+			op.done <- errClosed
+		default:
+			return
+		}
+	}
+}
 
 // schema is portable SQL: TEXT and BIGINT only, binary values in base64 or
 // hex, times as Unix nanoseconds.
@@ -356,40 +386,153 @@ type Result struct {
 // Record consumes the nonce and stores the result and the node's new
 // state in one transaction. ErrNonce when the nonce was not live: then
 // nothing is stored.
+//
+// Records that arrive together share one transaction (group commit, see
+// writer). On SQLite a commit, its WAL frames and their writes cost more
+// than the three statements of a result, and one writer is all SQLite has
+// anyway; on PostgreSQL the batch is one pipeline, a round trip for all.
+// Each Record still learns its own outcome, and it returns only after the
+// transaction holding its result committed.
 func (s *Store) Record(ctx context.Context, r Result) error {
-	if s.stRecord != nil {
-		res, err := s.stRecord.ExecContext(ctx, r.Nonce, r.Node, now(), r.Image, r.Version, r.State, r.Reason)
+	op := &recordOp{ctx: ctx, r: r, done: make(chan error, 1)}
+	select {
+	case s.records <- op:
+	case <-s.quit:
+		return errClosed
+	}
+	select {
+	case err := <-op.done:
+		return err
+	case <-s.writerDone:
+		// The writer answers before it ends: take its answer if any.
+		select {
+		case err := <-op.done:
+			return err
+		default:
+			return errClosed
+		}
+	}
+}
+
+var errClosed = errors.New("store: closed")
+
+// recordOp is a Record waiting for the writer.
+type recordOp struct {
+	ctx  context.Context
+	r    Result
+	done chan error // buffered: the writer never waits for the caller
+}
+
+// maxBatch bounds the Records that share one transaction, and so
+// how long the first of them waits for the last.
+const maxBatch = 64
+
+// writer stores the Records, each batch of those that are waiting in one
+// transaction.
+func (s *Store) writer() {
+	defer close(s.writerDone)
+	batch := make([]*recordOp, 0, maxBatch)
+	for {
+		batch = batch[:0]
+		select {
+		case op := <-s.records:
+			batch = append(batch, op)
+		case <-s.quit:
+			return
+		}
+		// Requests being verified on this processor reach Record now,
+		// before the transaction, instead of waiting for the next one.
+		// With nothing else to run this returns at once.
+		runtime.Gosched()
+	fill:
+		for len(batch) < maxBatch {
+			select {
+			case op := <-s.records:
+				batch = append(batch, op)
+			default:
+				break fill
+			}
+		}
+		s.commit(batch)
+	}
+}
+
+// commit stores a batch and answers each of its Records.
+func (s *Store) commit(batch []*recordOp) {
+	live := batch[:0:0]
+	for _, op := range batch {
+		if err := op.ctx.Err(); err != nil {
+			op.done <- err // the caller has gone: its nonce stays unused
+			continue
+		}
+		live = append(live, op)
+	}
+	if len(live) == 0 {
+		return
+	}
+	errs, err := s.recordBatch(live)
+	if err != nil && len(live) > 1 {
+		// Nothing of the batch was committed. One failing Record must
+		// not fail the others: each alone, in its own transaction.
+		for _, op := range live {
+			op.done <- s.recordAlone(op)
+		}
+		return
+	}
+	for i, op := range live {
 		if err != nil {
-			return fmt.Errorf("store: record: %w", err)
+			op.done <- err
+		} else {
+			op.done <- errs[i]
 		}
-		if n, _ := res.RowsAffected(); n != 1 {
-			return ErrNonce
-		}
-		return nil
+	}
+}
+
+// recordAlone stores one Record in its own transaction.
+func (s *Store) recordAlone(op *recordOp) error {
+	errs, err := s.recordBatch([]*recordOp{op})
+	if err != nil {
+		return err
+	}
+	return errs[0]
+}
+
+// recordBatch runs the Records in one transaction. errs[i] is ErrNonce
+// when the nonce of ops[i] was not live (nothing of it is stored); err is
+// a failure of the transaction, which then committed nothing.
+func (s *Store) recordBatch(ops []*recordOp) (errs []error, err error) {
+	ctx := context.Background() // the callers' contexts were checked: a started batch finishes
+	if s.postgres {
+		return s.recordPipeline(ctx, ops)
 	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("store: %w", err)
+		return nil, fmt.Errorf("store: %w", err)
 	}
 	defer tx.Rollback()
-	t := now()
-	res, err := tx.StmtContext(ctx, s.stUseNonce).ExecContext(ctx, r.Nonce, r.Node, t)
-	if err != nil {
-		return fmt.Errorf("store: use nonce: %w", err)
-	}
-	if n, _ := res.RowsAffected(); n != 1 {
-		return ErrNonce
-	}
-	if _, err := tx.StmtContext(ctx, s.stInsertResult).ExecContext(ctx, r.Nonce, r.Node, r.Image, r.Version, r.State, r.Reason, t); err != nil {
-		return fmt.Errorf("store: insert result: %w", err)
-	}
-	if _, err := tx.StmtContext(ctx, s.stUpdateNode).ExecContext(ctx, r.Image, r.Version, r.State, r.Reason, t, r.Node); err != nil {
-		return fmt.Errorf("store: update node: %w", err)
+	useNonce, insertResult, updateNode := tx.StmtContext(ctx, s.stUseNonce), tx.StmtContext(ctx, s.stInsertResult), tx.StmtContext(ctx, s.stUpdateNode)
+	errs = make([]error, len(ops))
+	for i, op := range ops {
+		r, t := op.r, now()
+		res, err := useNonce.ExecContext(ctx, r.Nonce, r.Node, t)
+		if err != nil {
+			return nil, fmt.Errorf("store: use nonce: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			errs[i] = ErrNonce
+			continue
+		}
+		if _, err := insertResult.ExecContext(ctx, r.Nonce, r.Node, r.Image, r.Version, r.State, r.Reason, t); err != nil {
+			return nil, fmt.Errorf("store: insert result: %w", err)
+		}
+		if _, err := updateNode.ExecContext(ctx, r.Image, r.Version, r.State, r.Reason, t, r.Node); err != nil {
+			return nil, fmt.Errorf("store: update node: %w", err)
+		}
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("store: commit result: %w", err)
+		return nil, fmt.Errorf("store: commit result: %w", err)
 	}
-	return nil
+	return errs, nil
 }
 
 // Nodes lists the fleet: untrusted nodes first, then by name.
@@ -439,4 +582,50 @@ func (s *Store) Prune(ctx context.Context) error {
 		return fmt.Errorf("store: prune: %w", err)
 	}
 	return nil
+}
+
+// recordPipeline is recordBatch on PostgreSQL: recordSQL for each Record,
+// sent as one pipeline that ends in one Sync, so that the statements form
+// one implicit transaction and cost one round trip. They run in the order
+// of node and nonce: the rows a Record locks (its nonce, its result's key,
+// its node) belong to its node, so replicas that store overlapping batches
+// at once lock in one order and cannot deadlock.
+func (s *Store) recordPipeline(ctx context.Context, ops []*recordOp) ([]error, error) {
+	order := make([]int, len(ops))
+	for i := range order {
+		order[i] = i
+	}
+	sort.Slice(order, func(a, b int) bool {
+		x, y := ops[order[a]].r, ops[order[b]].r
+		return x.Node < y.Node || x.Node == y.Node && x.Nonce < y.Nonce
+	})
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	defer conn.Close()
+	errs := make([]error, len(ops))
+	err = conn.Raw(func(dc any) error {
+		var b pgx.Batch
+		for _, i := range order {
+			r := ops[i].r
+			b.Queue(recordSQL, r.Nonce, r.Node, now(), r.Image, r.Version, r.State, r.Reason)
+		}
+		br := dc.(*stdlib.Conn).Conn().SendBatch(ctx, &b)
+		for _, i := range order {
+			tag, err := br.Exec()
+			if err != nil {
+				br.Close()
+				return err
+			}
+			if tag.RowsAffected() != 1 {
+				errs[i] = ErrNonce
+			}
+		}
+		return br.Close()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: record: %w", err)
+	}
+	return errs, nil
 }

@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -81,5 +82,68 @@ func TestOpenRejects(t *testing.T) {
 			s.Close()
 			t.Errorf("Open(%q) succeeded", dsn)
 		}
+	}
+}
+
+// TestFailingRecordAmongOthers stores many results at once, where they
+// share transactions, one of which cannot be stored (its nonce is live but
+// a result already holds it): that one fails, every other is stored.
+func TestFailingRecordAmongOthersSQLite(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "v.db")
+	testFailingRecordAmongOthers(t, "sqlite:"+path, "sqlite", "file:"+path+"?_pragma=busy_timeout(10000)")
+}
+
+func TestFailingRecordAmongOthersPostgres(t *testing.T) {
+	dsn := pgtest.Start(t)
+	testFailingRecordAmongOthers(t, dsn, "pgx", dsn)
+}
+
+func testFailingRecordAmongOthers(t *testing.T, dsn, driver, driverDSN string) {
+	ctx := context.Background()
+	s, err := store.Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.PutNode(ctx, "n", "ek", "ak"); err != nil {
+		t.Fatal(err)
+	}
+	const records = 40
+	for i := 0; i < records; i++ {
+		if err := s.PutNonce(ctx, fmt.Sprint("nonce-", i), "n"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A result under nonce-7 that did not consume it: only another
+	// process writing to the file can make this state.
+	db, err := sql.Open(driver, driverDSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`INSERT INTO results (nonce, node, image, version, state, reason, at) VALUES ('nonce-7', 'n', '', '', 'trusted', '', 0)`); err != nil {
+		t.Fatal(err)
+	}
+	errs := make([]error, records)
+	var wg sync.WaitGroup
+	for i := 0; i < records; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			errs[i] = s.Record(ctx, store.Result{Node: "n", Nonce: fmt.Sprint("nonce-", i), State: "trusted"})
+		}(i)
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if i == 7 {
+			if err == nil || errors.Is(err, store.ErrNonce) {
+				t.Errorf("nonce-7: %v, want a database error", err)
+			}
+		} else if err != nil {
+			t.Errorf("nonce-%d: %v", i, err)
+		}
+	}
+	if n, err := s.CountResults(ctx, "n"); err != nil || n != records {
+		t.Fatalf("%d results stored, want %d: %v", n, records, err)
 	}
 }

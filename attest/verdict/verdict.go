@@ -133,7 +133,7 @@ func (r Result) State() string {
 // policies. An error wrapping ErrQuote means the evidence was rejected:
 // the quote does not verify or the log does not replay to it.
 func Check(ev Evidence, policies []*Policy) (Result, error) {
-	pcrs, err := authenticPCRs(ev)
+	pcrs, err := authenticPCRs(ev, nil)
 	if err != nil {
 		return Result{}, err
 	}
@@ -144,8 +144,9 @@ func Check(ev Evidence, policies []*Policy) (Result, error) {
 	return judge(pcrs, events, policies), nil
 }
 
-// authenticPCRs checks the quote and returns the PCRs it covers.
-func authenticPCRs(ev Evidence) ([]attest.PCR, error) {
+// authenticPCRs checks the quote and returns the PCRs it covers. The AK is
+// parsed from ev.AKPublic, or taken from aks when it holds these bytes.
+func authenticPCRs(ev Evidence, aks *akCache) ([]attest.PCR, error) {
 	if len(ev.PCRs) != api.NumPCRs {
 		return nil, fmt.Errorf("%w: %d PCR values, want %d (sha256, PCR 0-%d)", ErrQuote, len(ev.PCRs), api.NumPCRs, api.NumPCRs-1)
 	}
@@ -156,7 +157,7 @@ func authenticPCRs(ev Evidence) ([]attest.PCR, error) {
 		}
 		pcrs[i] = attest.PCR{Index: i, Digest: d, DigestAlg: crypto.SHA256}
 	}
-	ak, err := attest.ParseAKPublic(ev.AKPublic)
+	ak, err := aks.parse(ev.AKPublic)
 	if err != nil {
 		return nil, fmt.Errorf("%w: attestation key: %v", ErrQuote, err)
 	}

@@ -3,6 +3,7 @@ package verdict_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -79,18 +80,27 @@ func TestRejections(t *testing.T) {
 			if tc.edit != nil {
 				tc.edit(&ev)
 			}
-			res, err := verdict.Check(ev, tc.policies)
-			if tc.err != nil {
-				if !errors.Is(err, tc.err) || !strings.Contains(err.Error(), tc.reason) {
-					t.Fatalf("got %v, want %v naming %q", err, tc.err, tc.reason)
+			// The same rejection with nothing remembered and through a
+			// Cache that has accepted the genuine evidence (its replay
+			// and its AK).
+			var c verdict.Cache
+			if res, err := c.Check(evidence(e), []*verdict.Policy{p}); err != nil || !res.Trusted {
+				t.Fatalf("genuine evidence: %+v %v", res, err)
+			}
+			for i, check := range []func(verdict.Evidence, []*verdict.Policy) (verdict.Result, error){verdict.Check, c.Check} {
+				res, err := check(ev, tc.policies)
+				if tc.err != nil {
+					if !errors.Is(err, tc.err) || !strings.Contains(err.Error(), tc.reason) {
+						t.Fatalf("%d: got %v, want %v naming %q", i, err, tc.err, tc.reason)
+					}
+					continue
 				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if res.Trusted || !strings.Contains(res.Reason, tc.reason) {
-				t.Fatalf("got %+v, want untrusted naming %q", res, tc.reason)
+				if err != nil {
+					t.Fatal(i, err)
+				}
+				if res.Trusted || !strings.Contains(res.Reason, tc.reason) {
+					t.Fatalf("%d: got %+v, want untrusted naming %q", i, res, tc.reason)
+				}
 			}
 		})
 	}
@@ -122,6 +132,43 @@ func TestSimulatedNode(t *testing.T) {
 		res, err := verdict.Check(verdict.Evidence{AKPublic: n.AKPublic, Nonce: nonce, Quote: q, Signature: s, PCRs: n.PCRs, EventLog: n.EventLog}, []*verdict.Policy{p})
 		if err != nil || !res.Trusted {
 			t.Fatalf("rsa=%v: %+v %v", rsaKey, res, err)
+		}
+	}
+}
+
+// TestCacheKeepsAKsApart: after a Cache has seen the AKs of two nodes, a
+// quote of one is not accepted under the AK of the other.
+func TestCacheKeepsAKsApart(t *testing.T) {
+	e, p := load(t)
+	var c verdict.Cache
+	nonce := bytes.Repeat([]byte{9}, 32)
+	var nodes []*simnode.Node
+	var evs []verdict.Evidence
+	for i, rsaKey := range []bool{true, true, false} {
+		n, err := simnode.New(fmt.Sprint("n", i), e.PCRs, e.EventLog, rsaKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		q, s, err := n.Quote(nonce)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev := verdict.Evidence{AKPublic: n.AKPublic, Nonce: nonce, Quote: q, Signature: s, PCRs: n.PCRs, EventLog: n.EventLog}
+		if res, err := c.Check(ev, []*verdict.Policy{p}); err != nil || !res.Trusted {
+			t.Fatalf("node %d: %+v %v", i, res, err)
+		}
+		nodes, evs = append(nodes, n), append(evs, ev)
+	}
+	for i := range evs {
+		for j := range nodes {
+			if i == j {
+				continue
+			}
+			ev := evs[i]
+			ev.AKPublic = nodes[j].AKPublic
+			if _, err := c.Check(ev, []*verdict.Policy{p}); !errors.Is(err, verdict.ErrQuote) {
+				t.Errorf("quote of node %d under the AK of node %d: %v", i, j, err)
+			}
 		}
 	}
 }
