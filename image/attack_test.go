@@ -21,6 +21,7 @@ import (
 
 	"github.com/osguard/osguard/image"
 	"github.com/osguard/osguard/internal/bootinit"
+	"github.com/osguard/osguard/internal/imagetest"
 	"github.com/osguard/osguard/internal/sbomcheck"
 	"github.com/osguard/osguard/internal/testutil"
 	"github.com/osguard/osguard/internal/vm"
@@ -676,17 +677,7 @@ func TestBuildFromRootfsDir(t *testing.T) {
 
 // partitionsOf reads the GPT of a disk file.
 func partitionsOf(t *testing.T, diskPath string) []bootinit.GPTEntry {
-	t.Helper()
-	fh, err := os.Open(diskPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fh.Close()
-	ents, err := bootinit.ReadGPT(fh, 512)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ents
+	return imagetest.Partitions(t, diskPath)
 }
 
 // TestFailedBuildLeavesNothing: a build that fails midway leaves the output

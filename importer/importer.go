@@ -134,7 +134,11 @@ func importOne(ctx context.Context, c Containerd, l *oci.Layout, ref string, opt
 		}
 	}()
 
-	img, err := j.resolve(ref)
+	desc, err := l.Resolve(ref)
+	if err != nil {
+		return nil, err
+	}
+	img, err := j.resolve(ref, desc)
 	if err != nil {
 		return nil, err
 	}
@@ -145,10 +149,7 @@ func importOne(ctx context.Context, c Containerd, l *oci.Layout, ref string, opt
 	if err := j.copyBlobs(ctx, img); err != nil {
 		return nil, err
 	}
-	name, err := j.imageName(ref)
-	if err != nil {
-		return nil, err
-	}
+	name := j.imageName(ref, desc)
 	out := &Image{Name: name, Digest: img.Descriptor.Digest.String()}
 	diffIDs := img.Config.RootFS.DiffIDs
 	for i, desc := range img.Manifest.Layers {
@@ -180,26 +181,18 @@ func leaseFor(ctx context.Context, lm leases.Manager) (context.Context, func(), 
 // imageName is the containerd name of ref, chosen as containerd's own
 // import does: the io.containerd.image.name annotation, else the ref name,
 // with BaseName before a tag-only ref.
-func (j *job) imageName(ref string) (string, error) {
-	desc, err := j.l.Resolve(ref)
-	if err != nil {
-		return "", err
-	}
+func (j *job) imageName(ref string, desc ocispec.Descriptor) string {
 	if n := desc.Annotations[images.AnnotationImageName]; n != "" {
-		return n, nil
+		return n
 	}
 	if j.opts.BaseName != "" && !strings.ContainsAny(ref, "/:@") {
-		return j.opts.BaseName + ":" + ref, nil
+		return j.opts.BaseName + ":" + ref
 	}
-	return ref, nil
+	return ref
 }
 
-// resolve finds the linux/amd64 image manifest of ref.
-func (j *job) resolve(ref string) (*oci.Image, error) {
-	desc, err := j.l.Resolve(ref)
-	if err != nil {
-		return nil, err
-	}
+// resolve finds the linux/amd64 image manifest of ref (desc).
+func (j *job) resolve(ref string, desc ocispec.Descriptor) (*oci.Image, error) {
 	imgs, err := j.l.Images(desc)
 	if err != nil {
 		return nil, err
@@ -267,22 +260,16 @@ func (j *job) copyBlobs(ctx context.Context, img *oci.Image) error {
 	for i, l := range img.Manifest.Layers {
 		labels[fmt.Sprintf("containerd.io/gc.ref.content.l.%d", i)] = l.Digest.String()
 	}
-	blobs := []struct {
-		d      ocispec.Descriptor
-		labels map[string]string
-	}{{img.Manifest.Config, nil}, {img.Descriptor, labels}}
-	for _, l := range img.Manifest.Layers {
-		blobs = append(blobs, struct {
-			d      ocispec.Descriptor
-			labels map[string]string
-		}{l, nil})
+	if err := j.copyBlob(ctx, img.Manifest.Config, nil); err != nil {
+		return err
 	}
-	for _, b := range blobs {
-		if err := j.copyBlob(ctx, b.d, b.labels); err != nil {
+	for _, l := range img.Manifest.Layers {
+		if err := j.copyBlob(ctx, l, nil); err != nil {
 			return err
 		}
 	}
-	return nil
+	// The manifest last, with the labels that keep the others.
+	return j.copyBlob(ctx, img.Descriptor, labels)
 }
 
 func (j *job) copyBlob(ctx context.Context, d ocispec.Descriptor, labels map[string]string) error {
@@ -351,15 +338,13 @@ func (j *job) layer(ctx context.Context, desc ocispec.Descriptor, chain []digest
 			j.progressf("layer %s: verity device created; the kernel accepted its signature", desc.Digest)
 			return out, nil
 		}
-		if !bytesEqualHex(sig.Verity.RootHash, res.Verity.RootHash) {
+		if !bytes.Equal(sig.Verity.RootHash, res.Verity.RootHash) {
 			err = fmt.Errorf("%w (the signature is for root hash %x; this layer's is %x)", err, []byte(sig.Verity.RootHash), res.Verity.RootHash)
 		}
 		errs = append(errs, err)
 	}
 	return nil, fmt.Errorf("layer %s: %w", desc.Digest, errors.Join(errs...))
 }
-
-func bytesEqualHex(a, b []byte) bool { return hex.EncodeToString(a) == hex.EncodeToString(b) }
 
 // convert writes the layer's image and hash tree, and its record, to dir.
 // imagesig.ConvertBlob reads the whole blob, so its digest and the diff ID

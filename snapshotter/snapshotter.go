@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 
@@ -488,19 +487,4 @@ func (s *Snapshotter) release(ctx context.Context, diffID string) error {
 	}
 	s.logf("layer %s: removed with its verity device", diffID)
 	return os.RemoveAll(dir)
-}
-
-// Layers lists the diff IDs of the layers in the store, for status output.
-func (s *Snapshotter) Layers() ([]string, error) {
-	ents, err := os.ReadDir(filepath.Join(s.root, "layers"))
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for _, e := range ents {
-		if _, err := strconv.ParseUint(e.Name()[:min(8, len(e.Name()))], 16, 64); err == nil {
-			out = append(out, "sha256:"+e.Name())
-		}
-	}
-	return out, nil
 }

@@ -23,7 +23,6 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/osguard/osguard/image"
-	"github.com/osguard/osguard/internal/bootinit"
 	"github.com/osguard/osguard/internal/imagetest"
 	"github.com/osguard/osguard/internal/ocitest"
 	"github.com/osguard/osguard/internal/registrytest"
@@ -475,16 +474,7 @@ func waitShell(t testing.TB, m *vm.Machine) {
 // varOffset is the byte offset of the var partition in a disk image.
 func varOffset(t testing.TB, diskPath string) int64 {
 	t.Helper()
-	fh, err := os.Open(diskPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fh.Close()
-	ents, err := bootinit.ReadGPT(fh, 512)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range ents {
+	for _, e := range imagetest.Partitions(t, diskPath) {
 		if e.Name == "var" {
 			return int64(e.FirstLBA) * 512
 		}

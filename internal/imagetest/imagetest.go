@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/osguard/osguard/image"
+	"github.com/osguard/osguard/internal/bootinit"
 	"github.com/osguard/osguard/internal/testutil"
 	"github.com/osguard/osguard/internal/vm"
 	"github.com/osguard/osguard/secureboot"
@@ -78,17 +79,39 @@ func Get(t testing.TB) *Builder {
 // asked for.
 func (b *Builder) Image(t testing.TB, name string, edit func(*image.Config)) string {
 	t.Helper()
+	return b.build(t, name, func() (*image.Config, error) {
+		cfg, err := image.LoadConfig("")
+		if err == nil && edit != nil {
+			edit(cfg)
+		}
+		return cfg, err
+	})
+}
+
+// Profile builds the named profile (image.LoadProfile) with overrides ov,
+// once per name.
+func (b *Builder) Profile(t testing.TB, name, profile string, ov image.Overrides) string {
+	t.Helper()
+	return b.build(t, name, func() (*image.Config, error) {
+		cfg, err := image.LoadProfile(profile)
+		if err == nil {
+			err = cfg.Apply(ov)
+		}
+		return cfg, err
+	})
+}
+
+// build builds the config that load returns into img-NAME, once per name.
+func (b *Builder) build(t testing.TB, name string, load func() (*image.Config, error)) string {
+	t.Helper()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if out, ok := b.images[name]; ok {
 		return out
 	}
-	cfg, err := image.LoadConfig("")
+	cfg, err := load()
 	if err != nil {
 		t.Fatal(err)
-	}
-	if edit != nil {
-		edit(cfg)
 	}
 	out := filepath.Join(b.Dir, "img-"+name)
 	start := time.Now()
@@ -103,33 +126,19 @@ func (b *Builder) Image(t testing.TB, name string, edit func(*image.Config)) str
 	return out
 }
 
-// Profile builds the named profile (image.LoadProfile) with overrides ov,
-// once per name.
-func (b *Builder) Profile(t testing.TB, name, profile string, ov image.Overrides) string {
+// Partitions reads the GPT of a disk image file.
+func Partitions(t testing.TB, diskPath string) []bootinit.GPTEntry {
 	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if out, ok := b.images[name]; ok {
-		return out
-	}
-	cfg, err := image.LoadProfile(profile)
+	fh, err := os.Open(diskPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cfg.Apply(ov); err != nil {
+	defer fh.Close()
+	ents, err := bootinit.ReadGPT(fh, 512)
+	if err != nil {
 		t.Fatal(err)
 	}
-	out := filepath.Join(b.Dir, "img-"+name)
-	start := time.Now()
-	if _, err := image.Build(image.BuildOptions{
-		Config: cfg, OutDir: out, KeysDir: b.Keys, Epoch: Epoch, ToolVersion: "test",
-		InitBinary: filepath.Join(b.Bins, "osguard-init"), OsguardBinary: filepath.Join(b.Bins, "osguard"),
-	}); err != nil {
-		t.Fatalf("build %s (profile %s): %v", name, profile, err)
-	}
-	t.Logf("built %s (profile %s) in %v", name, profile, time.Since(start).Round(time.Millisecond))
-	b.images[name] = out
-	return out
+	return ents
 }
 
 // Hierarchy loads the builder's keys.
