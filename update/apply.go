@@ -61,7 +61,10 @@ type ApplyResult struct {
 	VerifyDuration time.Duration
 	UsrDuration    time.Duration
 	UsrBytes       int64
-	Duration       time.Duration
+	// RecheckedUsr says the write pass checked usr again, because its
+	// source could change between the passes.
+	RecheckedUsr bool
+	Duration     time.Duration
 }
 
 // trialVar is the marker osguard-init reads (bootconfig.TrialVarName).
@@ -155,8 +158,12 @@ func Apply(ctx context.Context, o ApplyOptions) (*ApplyResult, error) {
 }
 
 // errChanged is the write pass finding other bytes than the verification
-// pass read.
+// pass read, or a bundle file opened for writing during apply.
 var errChanged = errors.New("update: the bundle changed after it was verified")
+
+// maxKeptUKI is the largest UKI the verification pass keeps in memory for
+// the write pass; a larger one is read and checked again.
+const maxKeptUKI = 256 << 20
 
 // apply runs the two passes over src.
 func (a *applier) apply(ctx context.Context, src *source) (*ApplyResult, error) {
@@ -177,57 +184,48 @@ func (a *applier) apply(ctx context.Context, src *source) (*ApplyResult, error) 
 		return nil, err
 	}
 	a.logf("running %s in slot %s (IPE policy %s); slot %s is to be written", orUnknown(t.runningVersion), t.runningLetter, orUnknown(t.runningIPE), t.letter)
-	measurements, sigJSON, err := verifyPayloads(ctx, br)
+	v, err := verifyPayloads(ctx, br)
 	if err != nil {
 		return nil, fmt.Errorf("%w; nothing was written", err)
 	}
 	var meas image.Measurements
-	if err := json.Unmarshal(measurements, &meas); err != nil {
+	if err := json.Unmarshal(v.measurements, &meas); err != nil {
 		return nil, fmt.Errorf("update: measurements.json: %w", err)
 	}
 	if meas.Usr.RootHash != m.Usr.RootHash || meas.Version != m.Image.Version {
 		return nil, errors.New("update: measurements.json does not describe the manifest's image")
 	}
-	if err := checkSignatureJSON(sigJSON, m, a.db); err != nil {
+	if err := checkSignatureJSON(v.sigJSON, m, a.db); err != nil {
 		return nil, err
 	}
-	res := &ApplyResult{Manifest: m, Slot: t.letter, FromSlot: t.runningLetter, FromVersion: t.runningVersion, VerifyDuration: time.Since(t1)}
+	if err := src.changed(); err != nil {
+		return nil, fmt.Errorf("%w; nothing was written", err)
+	}
+	res := &ApplyResult{Manifest: m, Slot: t.letter, FromSlot: t.runningLetter, FromVersion: t.runningVersion,
+		VerifyDuration: time.Since(t1), RecheckedUsr: src.stable == ""}
 	how := "in place"
 	if src.spooled {
 		how = "while spooling it to an unlinked file"
 	}
 	a.logf("verified every byte of the bundle (%d bytes, %s) in %.1fs", br.Size, how, res.VerifyDuration.Seconds())
 
-	// The write pass reads the bundle again and checks every chunk again:
-	// a file can change between the passes. Then the write stops at the
-	// first chunk that differs; the signature partition was cleared first
-	// and is written after every other byte of the slot and its UKI, so
-	// the slot is never bootable, and the boot entry and BootNext are set
-	// only after that.
-	r, err := src.rewind()
+	// The write pass. What the verification pass holds in memory (the
+	// small payloads, the hash tree, the UKI) is written from there; usr
+	// is read again, and checked again unless its source cannot change
+	// (src.stable). Should a check fail, the write stops; the signature
+	// partition was cleared first and is written after every other byte
+	// of the slot and its UKI, so the slot is never bootable, and the boot
+	// entry and BootNext are set only after that.
+	if res.RecheckedUsr {
+		a.logf("%s can change, so the write pass checks every block of usr again", src.name)
+	} else {
+		a.logf("%s is %s: the write pass reads usr again without checking it twice", src.name, src.stable)
+	}
+	usr, err := br.PayloadAt(src.at, PayloadUsr, res.RecheckedUsr)
 	if err != nil {
 		return nil, err
 	}
-	verified := br.manifestSum
-	if br, err = Open(r, a.db); err != nil {
-		return nil, fmt.Errorf("%w: %w", errChanged, err)
-	}
-	if br.manifestSum != verified {
-		return nil, fmt.Errorf("%w: another manifest", errChanged)
-	}
-	for _, want := range [][]byte{measurements, sigJSON} {
-		p, err := br.Next()
-		if err != nil {
-			return nil, fmt.Errorf("%w: %w", errChanged, err)
-		}
-		got, err := p.ReadAll()
-		if err != nil {
-			return nil, fmt.Errorf("%w: %w", errChanged, err)
-		}
-		if !bytes.Equal(got, want) {
-			return nil, fmt.Errorf("%w: payload %s", errChanged, p.P.Name)
-		}
-	}
+	defer usr.Close()
 
 	// From here on the inactive slot is written. Any earlier trial of
 	// it is cancelled, and its signature partition is cleared first, so
@@ -247,30 +245,25 @@ func (a *applier) apply(ctx context.Context, src *source) (*ApplyResult, error) 
 	unbootable := func(err error) error {
 		return fmt.Errorf("%w (slot %s is left without its root-hash signature, so nothing boots it; apply again)", err, t.letter)
 	}
-	for _, w := range []struct {
-		part bootinit.Partition
-		name string
-	}{{t.usr, PayloadUsr}, {t.ver, PayloadVerity}} {
-		p, err := br.Next()
-		if err != nil {
-			return nil, unbootable(err)
+	t2 := time.Now()
+	if err := writePartition(t.usr, usr); err != nil {
+		if usr.Err() != nil {
+			err = fmt.Errorf("%w: %w", errChanged, err)
 		}
-		if p.P.Name != w.name {
-			return nil, unbootable(fmt.Errorf("update: payload %s where %s belongs", p.P.Name, w.name))
-		}
-		t2 := time.Now()
-		if err := writePartition(w.part, p); err != nil {
-			if p.Err() != nil {
-				err = fmt.Errorf("%w: %w", errChanged, err)
-			}
-			return nil, unbootable(err)
-		}
-		if w.name == PayloadUsr {
-			res.UsrDuration, res.UsrBytes = time.Since(t2), p.P.Size
-		}
-		res.Bytes += p.P.Size
-		a.logf("wrote %s: %d bytes to %s (%s) in %.1fs", w.name, p.P.Size, w.part.Dev, w.part.Name, time.Since(t2).Seconds())
+		return nil, unbootable(err)
 	}
+	res.UsrDuration, res.UsrBytes = time.Since(t2), usr.P.Size
+	res.Bytes += usr.P.Size
+	a.logf("wrote usr: %d bytes to %s (%s) in %.1fs", usr.P.Size, t.usr.Dev, t.usr.Name, res.UsrDuration.Seconds())
+	if err := src.changed(); err != nil {
+		return nil, unbootable(err)
+	}
+	verityImage := br.VerityImage()
+	if err := writeSmall(t.ver, verityImage); err != nil {
+		return nil, unbootable(err)
+	}
+	res.Bytes += int64(len(verityImage))
+	a.logf("wrote usr-verity: %d bytes to %s (%s)", len(verityImage), t.ver.Dev, t.ver.Name)
 	usrUUID, err := disk.ParseGUID(m.Usr.PartUUID)
 	if err != nil {
 		return nil, unbootable(err)
@@ -294,27 +287,33 @@ func (a *applier) apply(ctx context.Context, src *source) (*ApplyResult, error) 
 			unmount()
 		}
 	}()
-	p, err := br.Next()
-	if err != nil {
-		return nil, unbootable(fmt.Errorf("%w: %w", errChanged, err))
+	var uki io.Reader = bytes.NewReader(v.uki)
+	ukiSize := m.Payload(PayloadUKI).Size
+	if v.uki == nil { // too large to keep: read and check again
+		p, err := br.PayloadAt(src.at, PayloadUKI, true)
+		if err != nil {
+			return nil, unbootable(err)
+		}
+		defer p.Close()
+		uki = p
 	}
 	ukiPath := esp.SlotUKIPath(t.letter)
-	if err := writeESPFile(dir+ukiPath, p); err != nil {
-		if p.Err() != nil {
+	if err := writeESPFile(dir+ukiPath, uki); err != nil {
+		if p, ok := uki.(*PayloadReader); ok && p.Err() != nil {
 			err = fmt.Errorf("%w: %w", errChanged, err)
 		}
 		return nil, unbootable(err)
 	}
-	res.Bytes += p.P.Size
-	a.logf("wrote the UKI to the ESP: %s (%d bytes)", ukiPath, p.P.Size)
-	if err := writeESPFile(dir+esp.SlotMeasurementsPath(t.letter), bytes.NewReader(measurements)); err != nil {
+	res.Bytes += ukiSize
+	a.logf("wrote the UKI to the ESP: %s (%d bytes)", ukiPath, ukiSize)
+	if err := writeESPFile(dir+esp.SlotMeasurementsPath(t.letter), bytes.NewReader(v.measurements)); err != nil {
 		return nil, unbootable(err)
 	}
 	// The slot's last byte: its root-hash signature.
-	if err := writeSmall(t.sig, sigJSON); err != nil {
+	if err := writeSmall(t.sig, v.sigJSON); err != nil {
 		return nil, unbootable(err)
 	}
-	res.Bytes += int64(len(sigJSON))
+	res.Bytes += int64(len(v.sigJSON))
 	a.logf("wrote the root-hash signature to %s (%s)", t.sig.Dev, t.sig.Name)
 	opt := efiboot.LoadOption{
 		Attributes: efiboot.LoadOptionActive, Description: "osguard slot " + t.letter,
@@ -349,33 +348,43 @@ func (a *applier) apply(ctx context.Context, src *source) (*ApplyResult, error) 
 	return res, nil
 }
 
+// verified is what the verification pass keeps for the write pass.
+type verified struct {
+	measurements, sigJSON []byte
+	uki                   []byte // nil when larger than maxKeptUKI
+}
+
 // verifyPayloads is the rest of the verification pass: it reads every
 // payload of br to its end, each chunk checked against the signed
-// manifest, and keeps the two small ones.
-func verifyPayloads(ctx context.Context, br *Reader) (measurements, sigJSON []byte, err error) {
+// manifest (usr against the hash tree), and keeps the small ones and the
+// UKI.
+func verifyPayloads(ctx context.Context, br *Reader) (*verified, error) {
+	v := &verified{}
 	for {
 		p, err := br.Next()
 		if err == io.EOF {
-			return measurements, sigJSON, nil
+			return v, nil
 		}
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		if err := ctx.Err(); err != nil {
 			p.Close()
-			return nil, nil, fmt.Errorf("update: %w", err)
+			return nil, fmt.Errorf("update: %w", err)
 		}
-		switch p.P.Name {
-		case PayloadMeasurements:
-			measurements, err = p.ReadAll()
-		case PayloadSignature:
-			sigJSON, err = p.ReadAll()
+		switch {
+		case p.P.Name == PayloadMeasurements:
+			v.measurements, err = p.ReadAll()
+		case p.P.Name == PayloadSignature:
+			v.sigJSON, err = p.ReadAll()
+		case p.P.Name == PayloadUKI && p.P.Size <= maxKeptUKI:
+			v.uki, err = p.ReadAll()
 		default:
 			_, err = p.WriteTo(io.Discard)
 		}
 		if err != nil {
 			p.Close()
-			return nil, nil, err
+			return nil, err
 		}
 	}
 }
@@ -536,27 +545,24 @@ func zeroPartition(p bootinit.Partition) error {
 	return syncClose(f, p)
 }
 
-// writePartition streams verified chunks to the start of a partition.
+// writePartition streams checked chunks to the start of a partition,
+// with direct I/O where they are aligned (see directio.go).
 func writePartition(part bootinit.Partition, p *PayloadReader) error {
 	defer p.Close()
 	f, err := openPart(part)
 	if err != nil {
 		return err
 	}
-	for {
-		c, err := p.NextChunk()
-		if err == io.EOF {
-			return syncClose(f, part)
-		}
-		if err != nil { // the bundle's fault: the chunk was not written
-			f.Close()
-			return err
-		}
-		if _, err := f.Write(c); err != nil {
-			f.Close()
-			return fmt.Errorf("update: write %s (%s): %w", part.Dev, part.Name, err)
-		}
+	w := &directWriter{buffered: f, name: fmt.Sprintf("%s (%s)", part.Dev, part.Name)}
+	if d, err := os.OpenFile(part.Dev, os.O_WRONLY|unix.O_DIRECT, 0); err == nil {
+		w.direct = d
+		defer d.Close()
 	}
+	if _, err := p.WriteTo(w); err != nil {
+		f.Close()
+		return err
+	}
+	return syncClose(f, part)
 }
 
 // writeSmall writes data at the start of a partition.

@@ -6,7 +6,6 @@ import (
 	"crypto"
 	"crypto/sha256"
 	"crypto/x509"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"io"
@@ -18,6 +17,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/osguard/osguard/disk"
 	"github.com/osguard/osguard/internal/bootinit"
 	"github.com/osguard/osguard/internal/efiboot"
@@ -26,12 +27,12 @@ import (
 	"github.com/osguard/osguard/verity"
 )
 
-// applyPayloads are payloads apply accepts: measurements.json and a
-// signature JSON for the manifest's root hash, signed by key; usr spans
-// four chunks.
-func applyPayloads(t *testing.T, m Manifest, key crypto.Signer, cert *x509.Certificate) map[string][]byte {
+// applyImage returns a manifest and payloads apply accepts:
+// measurements.json and a signature JSON for the manifest's root hash,
+// signed by key; usr spans four chunks.
+func applyImage(t *testing.T, key crypto.Signer, cert *x509.Certificate) (Manifest, map[string][]byte) {
 	t.Helper()
-	p := testPayloadsSized(3*ChunkSize + 4096)
+	m, p := testImage(3*ChunkSize + 4096)
 	meas, err := json.Marshal(map[string]any{"image": m.Image.Name, "version": m.Image.Version, "usr": map[string]string{"rootHash": m.Usr.RootHash}})
 	if err != nil {
 		t.Fatal(err)
@@ -45,7 +46,7 @@ func applyPayloads(t *testing.T, m Manifest, key crypto.Signer, cert *x509.Certi
 		t.Fatal(err)
 	}
 	p[PayloadMeasurements], p[PayloadSignature] = meas, sj
-	return p
+	return m, p
 }
 
 // fakeNode is a slot of regular files, a directory for the ESP and a
@@ -144,17 +145,17 @@ func (h *hookReader) Read(b []byte) (int, error) {
 // signature cleared and no boot entry or BootNext.
 func TestApplyVerifiesBeforeWriting(t *testing.T) {
 	key, cert := testKey(t, "db")
-	m := testManifest()
-	payloads := applyPayloads(t, m, key, cert)
+	m, payloads := applyImage(t, key, cert)
 	good := packSized(t, m, key, cert, payloads)
-	mlen := int(binary.BigEndian.Uint32(good[16:]))
-	start := map[string]int{}
-	off := headerSize + mlen + signatureArea
-	for _, name := range PayloadOrder {
-		start[name] = off
-		off += len(payloads[name])
+	r, err := Open(bytes.NewReader(good), []*x509.Certificate{cert})
+	if err != nil {
+		t.Fatal(err)
 	}
-	lastUsrByte := start[PayloadVerity] - 1
+	start := map[string]int{}
+	for i, name := range PayloadOrder {
+		start[name] = int(r.offsets[i])
+	}
+	lastUsrByte := start[PayloadUsr] + len(payloads[PayloadUsr]) - 1
 	flip := func(at int) func([]byte) { return func(b []byte) { b[at] ^= 0x40 } }
 
 	for _, c := range []struct {
@@ -162,18 +163,29 @@ func TestApplyVerifiesBeforeWriting(t *testing.T) {
 		// edit changes the bundle before apply; between changes the file
 		// after the verification pass read it.
 		edit, between func([]byte)
-		want          string
-		changed       bool // the write pass began
+		// held: the test holds the file open for writing, so that apply
+		// gets no lease and checks usr again in the write pass.
+		held bool
+		// openForWriting: between, the test opens the file for writing
+		// (which breaks apply's lease).
+		openForWriting bool
+		want           string
+		changed        bool // the write pass began
 	}{
 		{name: "intact"},
+		{name: "intact, held open for writing", held: true},
 		{name: "flipped byte in the last usr chunk", edit: flip(lastUsrByte - 100), want: "payload usr: chunk 3"},
-		{name: "flipped byte in usr-verity", edit: flip(start[PayloadVerity] + 10), want: "payload usr-verity: chunk 0"},
+		{name: "flipped byte in the first usr block", edit: flip(start[PayloadUsr]), want: "payload usr: chunk 0"},
+		{name: "flipped byte in usr-verity", edit: flip(start[PayloadVerity] + 4096 + 10), want: "payload usr-verity: chunk 0"},
 		{name: "flipped byte in the UKI", edit: flip(len(good) - 1), want: "payload uki.efi: chunk 0"},
 		{name: "flipped byte in the signature JSON", edit: flip(start[PayloadSignature] + 20), want: "payload usr-verity-sig: chunk 0"},
 		{name: "flipped manifest byte", edit: flip(headerSize + 30), want: "not signed by a certificate in db"},
-		{name: "truncated in the UKI", edit: nil, between: nil, want: "truncated"},
-		{name: "usr changed after the verification pass", between: flip(lastUsrByte - 100), want: "payload usr: chunk 3", changed: true},
-		{name: "UKI changed after the verification pass", between: flip(len(good) - 1), want: "payload uki.efi: chunk 0", changed: true},
+		{name: "truncated in the UKI", want: "truncated"},
+		{name: "usr changed after the verification pass", held: true, between: flip(lastUsrByte - 100), want: "payload usr: chunk 3", changed: true},
+		{name: "opened for writing after the verification pass", openForWriting: true, want: "was opened for writing during apply"},
+		// The UKI is kept from the verification pass: a change after it
+		// does not reach the ESP.
+		{name: "UKI changed after the verification pass", held: true, between: flip(len(good) - 1)},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			n := newFakeNode(t)
@@ -188,15 +200,38 @@ func TestApplyVerifiesBeforeWriting(t *testing.T) {
 			if err := os.WriteFile(path, data, 0o644); err != nil {
 				t.Fatal(err)
 			}
+			var holder *os.File
+			if c.held {
+				if holder, err = os.OpenFile(path, os.O_RDWR, 0); err != nil {
+					t.Fatal(err)
+				}
+				defer holder.Close()
+			}
 			src, err := openSource(context.Background(), path, "")
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer src.Close()
-			if c.between != nil {
+			if (src.stable == "") != c.held {
+				t.Fatalf("source stable %q with the file held open for writing %v", src.stable, c.held)
+			}
+			switch {
+			case c.between != nil:
 				src.verify = &hookReader{r: src.verify, at: int64(len(data) - 1), fn: func() {
 					c.between(data)
-					if err := os.WriteFile(path, data, 0o644); err != nil {
+					if _, err := holder.WriteAt(data, 0); err != nil {
+						t.Error(err)
+					}
+				}}
+			case c.openForWriting:
+				src.verify = &hookReader{r: src.verify, at: int64(len(data) - 1), fn: func() {
+					// The lease makes the open wait for apply; without
+					// blocking it fails, and the lease breaks.
+					f, err := os.OpenFile(path, os.O_WRONLY|unix.O_NONBLOCK, 0)
+					if err == nil {
+						f.Close()
+						t.Error("opened for writing despite apply's lease")
+					} else if !errors.Is(err, unix.EWOULDBLOCK) {
 						t.Error(err)
 					}
 				}}
@@ -207,9 +242,16 @@ func TestApplyVerifiesBeforeWriting(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
+				if res.RecheckedUsr != c.held {
+					t.Errorf("usr checked again: %v; the source could change: %v", res.RecheckedUsr, c.held)
+				}
 				got, _ := os.ReadFile(n.t.usr.Dev)
 				if !bytes.Equal(got[:len(payloads[PayloadUsr])], payloads[PayloadUsr]) {
 					t.Error("usr-B does not hold the usr payload")
+				}
+				ver, _ := os.ReadFile(n.t.ver.Dev)
+				if !bytes.Equal(ver[:len(payloads[PayloadVerity])], payloads[PayloadVerity]) {
+					t.Error("usr-B-verity does not hold the tree")
 				}
 				uki, _ := os.ReadFile(filepath.Join(n.dir, "esp", esp.SlotUKIPath("B")))
 				if !bytes.Equal(uki, payloads[PayloadUKI]) {
@@ -231,7 +273,7 @@ func TestApplyVerifiesBeforeWriting(t *testing.T) {
 				if !maps.Equal(before, after) {
 					t.Errorf("a refused bundle changed the node:\n%v\n%v", before, after)
 				}
-				if c.edit != nil && strings.Contains(c.want, "chunk") && !strings.Contains(err.Error(), "nothing was written") {
+				if (c.edit != nil && strings.Contains(c.want, "chunk") || c.openForWriting) && !strings.Contains(err.Error(), "nothing was written") {
 					t.Errorf("error does not say that nothing was written: %v", err)
 				}
 				return
@@ -261,8 +303,8 @@ func TestApplyVerifiesBeforeWriting(t *testing.T) {
 // no spool file stays behind either way.
 func TestApplyFromURL(t *testing.T) {
 	key, cert := testKey(t, "db")
-	m := testManifest()
-	good := packSized(t, m, key, cert, applyPayloads(t, m, key, cert))
+	m, payloads := applyImage(t, key, cert)
+	good := packSized(t, m, key, cert, payloads)
 	bad := bytes.Clone(good)
 	bad[len(bad)-2] ^= 1
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -11,8 +11,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"runtime"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/osguard/osguard/internal/p7"
+	"github.com/osguard/osguard/verity"
 )
 
 // ErrUntrusted is returned when the manifest's signature does not verify
@@ -20,24 +25,30 @@ import (
 var ErrUntrusted = errors.New("update: the bundle is not signed by a certificate in db")
 
 // Reader reads a bundle: Open has checked the header and the signature and
-// holds the manifest; Next streams the payloads in order.
+// holds the manifest; Next streams the payloads in order, each chunk
+// checked before it is handed out.
 type Reader struct {
 	Manifest *Manifest
 	// Signer is the db certificate that verified the manifest.
 	Signer *x509.Certificate
-	// Size is the bundle's length: header, manifest, signature, payloads.
-	Size int64
-	// manifestSum is the sha256 of the signed manifest bytes: two reads
-	// of one bundle describe the same payloads when their sums match.
-	manifestSum [sha256.Size]byte
-	r           io.Reader
-	next        int
-	cur         *PayloadReader
+	// Size is the bundle's length: header, manifest, signature, payloads
+	// and the padding before each.
+	Size    int64
+	offsets []int64 // where each payload starts
+	src     chunkSource
+	next    int
+	cur     *PayloadReader
+	// tree checks the usr payload; it is set once the usr-verity payload
+	// was read and checked against the manifest's root hash.
+	tree        *verity.Checker
+	verityImage []byte
 }
 
 // Open reads the header, the manifest and its signature from r, and checks
 // the signature against certs (the node's UEFI db) before it parses the
-// manifest. No payload byte is read yet.
+// manifest. No payload byte is read yet. When r is also an io.ReaderAt
+// (a file, a block device), payloads are read at their offsets, several
+// chunks at a time; otherwise r is read as a stream.
 func Open(r io.Reader, certs []*x509.Certificate) (*Reader, error) {
 	var hdr [headerSize]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
@@ -47,7 +58,7 @@ func Open(r io.Reader, certs []*x509.Certificate) (*Reader, error) {
 		return nil, fmt.Errorf("update: not an osguard update bundle (magic %q, want %q)", printable(hdr[:len(Magic)]), Magic)
 	}
 	if v := binary.BigEndian.Uint16(hdr[14:]); v != FormatVersion {
-		return nil, fmt.Errorf("update: bundle format %d, this osguard reads %d", v, FormatVersion)
+		return nil, fmt.Errorf("update: bundle format %d, this osguard reads %d (pack it again with this osguard)", v, FormatVersion)
 	}
 	mlen, slen := binary.BigEndian.Uint32(hdr[16:]), binary.BigEndian.Uint32(hdr[20:])
 	if mlen == 0 || mlen > MaxManifest {
@@ -89,11 +100,15 @@ func Open(r io.Reader, certs []*x509.Certificate) (*Reader, error) {
 	if err != nil {
 		return nil, err
 	}
-	size := int64(headerSize) + int64(mlen) + int64(slen)
-	for _, p := range m.Payloads {
-		size += p.Size
+	pos := int64(headerSize) + int64(mlen) + int64(slen)
+	b := &Reader{Manifest: m, Signer: signer}
+	b.offsets, b.Size = m.payloadOffsets(pos)
+	if ra, ok := r.(io.ReaderAt); ok {
+		b.src = atSource{ra}
+	} else {
+		b.src = &streamSource{r: r, pos: pos}
 	}
-	return &Reader{Manifest: m, Signer: signer, r: r, Size: size, manifestSum: sha256.Sum256(manifest)}, nil
+	return b, nil
 }
 
 func truncated(err error) error {
@@ -114,8 +129,61 @@ func printable(b []byte) string {
 	return string(out)
 }
 
+// chunkSource reads the bundle's bytes at an offset.
+type chunkSource interface {
+	readAt(b []byte, off int64) error
+	// parallel says whether reads at several offsets may run at once.
+	parallel() bool
+}
+
+// atSource reads a file or block device in place.
+type atSource struct{ r io.ReaderAt }
+
+func (s atSource) readAt(b []byte, off int64) error {
+	n, err := s.r.ReadAt(b, off)
+	if n == len(b) {
+		return nil
+	}
+	if err == nil {
+		err = io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+func (atSource) parallel() bool { return true }
+
+// streamSource reads a stream (a download being spooled) in order,
+// skipping the padding between payloads.
+type streamSource struct {
+	r   io.Reader
+	pos int64
+}
+
+func (s *streamSource) readAt(b []byte, off int64) error {
+	if off < s.pos {
+		return fmt.Errorf("update: a stream cannot go back from byte %d to %d", s.pos, off)
+	}
+	if off > s.pos {
+		n, err := io.CopyN(io.Discard, s.r, off-s.pos)
+		s.pos += n
+		if err != nil {
+			return err
+		}
+	}
+	n, err := io.ReadFull(s.r, b)
+	s.pos += int64(n)
+	return err
+}
+
+func (*streamSource) parallel() bool { return false }
+
 // Next returns the next payload; the previous one must have been read to
 // its end. After the last payload it returns io.EOF.
+//
+// The usr-verity payload is read whole here (it is at most
+// maxVerityPayload) and its tree checked from the manifest's root hash
+// down; the usr payload that follows is then checked block by block
+// against it. The returned reader of usr-verity serves the checked bytes.
 func (b *Reader) Next() (*PayloadReader, error) {
 	if b.cur != nil && !b.cur.done() {
 		return nil, fmt.Errorf("update: payload %s not read to its end", b.cur.P.Name)
@@ -123,101 +191,214 @@ func (b *Reader) Next() (*PayloadReader, error) {
 	if b.next >= len(b.Manifest.Payloads) {
 		return nil, io.EOF
 	}
-	p := b.Manifest.Payloads[b.next]
+	i := b.next
 	b.next++
-	b.cur = &PayloadReader{P: p, r: b.r}
+	p := b.Manifest.Payloads[i]
+	if p.Name == PayloadUsr && b.tree == nil {
+		return nil, errors.New("update: the usr payload comes before its hash tree")
+	}
+	b.cur = newPayloadReader(p, b.offsets[i], b.src, b.check(p))
+	if p.Name != PayloadVerity {
+		return b.cur, nil
+	}
+	img, err := b.cur.ReadAll()
+	if err != nil {
+		return nil, err
+	}
+	if err := b.setTree(img); err != nil {
+		return nil, err
+	}
+	b.cur = newPayloadReader(p, 0, atSource{bytes.NewReader(img)}, nil)
 	return b.cur, nil
 }
 
-// PayloadReader streams one payload. A goroutine reads the chunks ahead
-// and checks each against its sha256 in the signed manifest; a chunk is
-// handed out only once it matched, so reading, hashing and the caller's
-// writes overlap. The chunk hashes cover every byte, so the payload's
-// whole sha256 (for people and tools such as sha256sum) is not computed
-// again.
+// check returns how each chunk of payload p is checked: against its
+// sha256 in the manifest, or, for usr, against the hash tree.
+func (b *Reader) check(p Payload) func(i int, c []byte) error {
+	if p.Name == PayloadUsr {
+		tree := b.tree
+		return func(i int, c []byte) error {
+			if err := tree.Check(c, int64(i)*ChunkSize); err != nil {
+				return fmt.Errorf("update: payload usr: chunk %d (bytes %d..%d): %w: the bundle was modified", i, int64(i)*ChunkSize, int64(i)*ChunkSize+int64(len(c)), err)
+			}
+			return nil
+		}
+	}
+	return func(i int, c []byte) error {
+		if sum := sha256.Sum256(c); hex.EncodeToString(sum[:]) != p.Chunks[i] {
+			return fmt.Errorf("update: payload %s: chunk %d (bytes %d..%d) does not match its sha256 in the signed manifest: the bundle was modified",
+				p.Name, i, int64(i)*ChunkSize, int64(i)*ChunkSize+int64(len(c)))
+		}
+		return nil
+	}
+}
+
+// setTree checks the usr-verity payload: a dm-verity hash device
+// (superblock and tree) of the parameters osguard builds, for as many
+// blocks as the usr payload has, under the manifest's root hash.
+func (b *Reader) setTree(img []byte) error {
+	sb, err := verity.ParseSuperblock(img)
+	if err != nil {
+		return fmt.Errorf("update: usr-verity: %w", err)
+	}
+	usr := b.Manifest.Payload(PayloadUsr)
+	switch {
+	case sb.Algorithm != "sha256" || sb.DataBlockSize != Align || sb.HashBlockSize != Align:
+		return fmt.Errorf("update: usr-verity: a %s tree of %d/%d-byte blocks, osguard builds sha256 over 4096", sb.Algorithm, sb.DataBlockSize, sb.HashBlockSize)
+	case int64(sb.DataBlocks)*Align != usr.Size:
+		return fmt.Errorf("update: usr-verity covers %d blocks, the usr payload has %d bytes", sb.DataBlocks, usr.Size)
+	}
+	tree, err := verity.NewChecker(img, b.Manifest.RootHash(), verity.Params{})
+	if err != nil {
+		return fmt.Errorf("update: usr-verity does not hold the tree of the signed root hash %s: %w", b.Manifest.Usr.RootHash, err)
+	}
+	if verity.HashDeviceSize(tree.Params()) != int64(len(img)) {
+		return fmt.Errorf("update: usr-verity has %d bytes, its tree %d", len(img), verity.HashDeviceSize(tree.Params()))
+	}
+	b.tree, b.verityImage = tree, img
+	return nil
+}
+
+// Offset returns where the named payload starts in the bundle.
+func (b *Reader) Offset(name string) (int64, bool) {
+	for i, p := range b.Manifest.Payloads {
+		if p.Name == name {
+			return b.offsets[i], true
+		}
+	}
+	return 0, false
+}
+
+// VerityImage returns the checked usr-verity payload once Next has passed
+// it.
+func (b *Reader) VerityImage() []byte { return b.verityImage }
+
+// PayloadAt returns a reader of the named payload read again from ra,
+// which holds the same bundle, at the payload's offset: apply's write
+// pass. With check, every chunk is checked as in Next (usr once Next has
+// passed usr-verity); without, the caller vouches that ra holds the bytes
+// that were checked.
+func (b *Reader) PayloadAt(ra io.ReaderAt, name string, check bool) (*PayloadReader, error) {
+	for i, p := range b.Manifest.Payloads {
+		if p.Name != name {
+			continue
+		}
+		var fn func(int, []byte) error
+		if check {
+			if p.Name == PayloadUsr && b.tree == nil {
+				return nil, errors.New("update: usr cannot be checked before its hash tree was read")
+			}
+			fn = b.check(p)
+		}
+		return newPayloadReader(p, b.offsets[i], atSource{ra}, fn), nil
+	}
+	return nil, fmt.Errorf("update: no payload %s", name)
+}
+
+// PayloadReader streams one payload. Goroutines read the chunks ahead and
+// check them (on every core when the bundle is read in place); a chunk is
+// handed out only once it matched, in order, so reading, hashing and the
+// caller's writes overlap.
 type PayloadReader struct {
 	P       Payload
-	r       io.Reader
+	off     int64 // of the payload in the bundle
+	src     chunkSource
+	check   func(i int, c []byte) error // nil: not checked
+	chunks  int
 	started bool
-	results chan chunkResult
+	ordered chan *chunkJob
 	free    chan []byte
 	quit    chan struct{}
 	taken   int    // chunks handed out
-	cur     []byte // the chunk being handed out: cur[off:]
-	off     int
+	cur     []byte // the chunk being handed out: cur[pos:]
+	pos     int
 	err     error
 }
 
-type chunkResult struct {
+// chunkJob is one chunk on its way to the caller.
+type chunkJob struct {
+	i   int
 	buf []byte
-	err error
+	res chan error
 }
 
-// prefetchDepth is how many verified chunks may wait ahead of the caller.
-const prefetchDepth = 2
+func newPayloadReader(p Payload, off int64, src chunkSource, check func(int, []byte) error) *PayloadReader {
+	return &PayloadReader{P: p, off: off, src: src, check: check, chunks: int((p.Size + ChunkSize - 1) / ChunkSize)}
+}
 
 func (p *PayloadReader) done() bool {
-	return p.taken == len(p.P.Chunks) && p.off == len(p.cur)
+	return p.taken == p.chunks && p.pos == len(p.cur)
 }
 
 func (p *PayloadReader) start() {
 	p.started = true
-	p.results = make(chan chunkResult, prefetchDepth)
-	p.free = make(chan []byte, prefetchDepth+1)
-	p.quit = make(chan struct{})
-	for range prefetchDepth + 1 {
-		p.free <- make([]byte, min(p.P.Size, ChunkSize))
+	workers := 1
+	if p.src.parallel() && p.check != nil {
+		workers = runtime.GOMAXPROCS(0)
 	}
-	go p.prefetch()
+	depth := workers + 2
+	p.ordered = make(chan *chunkJob, depth)
+	p.free = make(chan []byte, depth+1)
+	p.quit = make(chan struct{})
+	for range depth + 1 {
+		p.free <- alignedBuf(int(min(p.P.Size, ChunkSize)))
+	}
+	work := make(chan *chunkJob, depth)
+	for range workers {
+		go func() {
+			for j := range work {
+				j.res <- p.check(j.i, j.buf)
+			}
+		}()
+	}
+	go p.prefetch(work)
 }
 
-// prefetch reads and checks the chunks in order, and stops at the first
-// error or when Close is called.
-func (p *PayloadReader) prefetch() {
-	left := p.P.Size
-	for i := range p.P.Chunks {
+// prefetch reads the chunks in order and hands them to the checkers, and
+// stops at the first error or when Close is called.
+func (p *PayloadReader) prefetch(work chan<- *chunkJob) {
+	defer close(work)
+	for i := range p.chunks {
 		var buf []byte
 		select {
 		case buf = <-p.free:
 		case <-p.quit:
 			return
 		}
-		n := min(left, ChunkSize)
-		buf = buf[:n]
-		var err error
-		if _, rerr := io.ReadFull(p.r, buf); rerr != nil {
-			err = fmt.Errorf("update: payload %s at byte %d: %w", p.P.Name, p.P.Size-left, truncated(rerr))
-		} else if sum := sha256.Sum256(buf); hex.EncodeToString(sum[:]) != p.P.Chunks[i] {
-			err = fmt.Errorf("update: payload %s: chunk %d (bytes %d..%d) does not match its sha256 in the signed manifest: the bundle was modified",
-				p.P.Name, i, p.P.Size-left, p.P.Size-left+n)
-		}
-		if err != nil {
-			buf = nil
+		at := int64(i) * ChunkSize
+		buf = buf[:min(p.P.Size-at, ChunkSize)]
+		j := &chunkJob{i: i, buf: buf, res: make(chan error, 1)}
+		if err := p.src.readAt(buf, p.off+at); err != nil {
+			j.res <- fmt.Errorf("update: payload %s at byte %d: %w", p.P.Name, at, truncated(err))
+		} else if p.check == nil {
+			j.res <- nil
+		} else {
+			select {
+			case work <- j:
+			case <-p.quit:
+				return
+			}
 		}
 		select {
-		case p.results <- chunkResult{buf, err}:
+		case p.ordered <- j:
 		case <-p.quit:
 			return
 		}
-		if err != nil {
-			return
-		}
-		left -= n
 	}
 }
 
-// NextChunk returns the next verified chunk, valid until the next call,
+// NextChunk returns the next checked chunk, valid until the next call,
 // or io.EOF after the last.
 func (p *PayloadReader) NextChunk() ([]byte, error) {
 	if p.err != nil {
 		return nil, p.err
 	}
-	if p.off < len(p.cur) {
-		b := p.cur[p.off:]
-		p.off = len(p.cur)
+	if p.pos < len(p.cur) {
+		b := p.cur[p.pos:]
+		p.pos = len(p.cur)
 		return b, nil
 	}
-	if p.taken == len(p.P.Chunks) {
+	if p.taken == p.chunks {
 		return nil, io.EOF
 	}
 	if !p.started {
@@ -227,26 +408,27 @@ func (p *PayloadReader) NextChunk() ([]byte, error) {
 		p.free <- p.cur[:cap(p.cur)]
 		p.cur = nil
 	}
-	r := <-p.results
-	if r.err != nil {
-		p.err = r.err
-		return nil, r.err
+	j := <-p.ordered
+	if err := <-j.res; err != nil {
+		p.err = err
+		p.Close()
+		return nil, err
 	}
 	p.taken++
-	p.cur, p.off = r.buf, len(r.buf)
-	return r.buf, nil
+	p.cur, p.pos = j.buf, len(j.buf)
+	return j.buf, nil
 }
 
 // Read implements io.Reader.
 func (p *PayloadReader) Read(b []byte) (int, error) {
-	if p.off == len(p.cur) {
+	if p.pos == len(p.cur) {
 		if _, err := p.NextChunk(); err != nil {
 			return 0, err
 		}
-		p.off = 0
+		p.pos = 0
 	}
-	n := copy(b, p.cur[p.off:])
-	p.off += n
+	n := copy(b, p.cur[p.pos:])
+	p.pos += n
 	return n, nil
 }
 
@@ -266,7 +448,7 @@ func (p *PayloadReader) Close() error {
 	return nil
 }
 
-// WriteTo implements io.WriterTo: verified chunks, one write each.
+// WriteTo implements io.WriterTo: checked chunks, one write each.
 func (p *PayloadReader) WriteTo(w io.Writer) (int64, error) {
 	var n int64
 	for {
@@ -287,8 +469,8 @@ func (p *PayloadReader) WriteTo(w io.Writer) (int64, error) {
 
 // ReadAll reads a small payload whole.
 func (p *PayloadReader) ReadAll() ([]byte, error) {
-	var b bytes.Buffer
-	if _, err := p.WriteTo(&b); err != nil {
+	b := bytes.NewBuffer(make([]byte, 0, p.P.Size))
+	if _, err := p.WriteTo(b); err != nil {
 		return nil, err
 	}
 	return b.Bytes(), nil
@@ -306,6 +488,11 @@ type PackPayload struct {
 // area is reserved with the right length first, the payloads stream
 // through the hashes into w, then the manifest and its signature are
 // written into the reserved area. key and cert are the db pair.
+//
+// usr is not hashed here: the usr-verity payload, made by the build, is
+// its hash. When w is an *os.File and usr's R an *io.SectionReader of
+// one, usr is copied by copy_file_range, in the kernel (and shared, not
+// copied, on a file system with reflinks).
 func Pack(w io.WriteSeeker, m Manifest, payloads []PackPayload, key crypto.Signer, cert *x509.Certificate) error {
 	if len(payloads) != len(PayloadOrder) {
 		return fmt.Errorf("update: pack: %d payloads, want %d", len(payloads), len(PayloadOrder))
@@ -316,6 +503,10 @@ func Pack(w io.WriteSeeker, m Manifest, payloads []PackPayload, key crypto.Signe
 	for i, p := range payloads {
 		if p.Name != PayloadOrder[i] {
 			return fmt.Errorf("update: pack: payload %d is %s, want %s", i, p.Name, PayloadOrder[i])
+		}
+		if p.Name == PayloadUsr {
+			m.Payloads[i] = Payload{Name: p.Name, Size: p.Size}
+			continue
 		}
 		chunks := make([]string, (p.Size+ChunkSize-1)/ChunkSize)
 		for j := range chunks {
@@ -346,12 +537,26 @@ func Pack(w io.WriteSeeker, m Manifest, payloads []PackPayload, key crypto.Signe
 	if _, err := w.Write(hdr); err != nil {
 		return err
 	}
+	pos := int64(len(hdr))
 	for i, p := range payloads {
-		sum, err := streamPayload(w, p, m.Payloads[i].Chunks)
-		if err != nil {
-			return err
+		if pad := alignUp(pos) - pos; pad > 0 {
+			if _, err := w.Write(make([]byte, pad)); err != nil {
+				return err
+			}
+			pos += pad
 		}
-		m.Payloads[i].SHA256 = sum
+		if p.Name == PayloadUsr {
+			if err := copyPayload(w, p); err != nil {
+				return fmt.Errorf("update: pack: %s: %w", p.Name, err)
+			}
+		} else {
+			sum, err := streamPayload(w, p, m.Payloads[i].Chunks)
+			if err != nil {
+				return err
+			}
+			m.Payloads[i].SHA256 = sum
+		}
+		pos += p.Size
 	}
 	if err := m.Validate(); err != nil {
 		return fmt.Errorf("update: pack: %w", err)
@@ -382,6 +587,57 @@ func Pack(w io.WriteSeeker, m Manifest, payloads []PackPayload, key crypto.Signe
 	}
 	_, err = w.Seek(0, io.SeekEnd)
 	return err
+}
+
+// copyPayload copies p to w unhashed: by copy_file_range from file to
+// file when it can, else through a buffer.
+func copyPayload(w io.WriteSeeker, p PackPayload) error {
+	if dst, ok := w.(*os.File); ok {
+		if sr, ok := p.R.(*io.SectionReader); ok {
+			if src, off, n := sr.Outer(); n == p.Size {
+				if f, ok := src.(*os.File); ok {
+					done, err := copyFileRange(dst, f, off, p.Size)
+					if err == nil {
+						return nil
+					}
+					if done > 0 || !errors.Is(err, errors.ErrUnsupported) {
+						return err
+					}
+				}
+			}
+		}
+	}
+	n, err := io.CopyBuffer(w, io.LimitReader(p.R, p.Size), make([]byte, ChunkSize))
+	if err == nil && n != p.Size {
+		err = fmt.Errorf("%d bytes of %d", n, p.Size)
+	}
+	return err
+}
+
+// copyFileRange copies n bytes of src at off to dst's current offset,
+// and leaves dst's offset after them. It returns errors.ErrUnsupported,
+// having copied nothing, where the kernel or file systems cannot.
+func copyFileRange(dst, src *os.File, off, n int64) (int64, error) {
+	woff, err := dst.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return 0, err
+	}
+	var done int64
+	for done < n {
+		k, err := unix.CopyFileRange(int(src.Fd()), &off, int(dst.Fd()), &woff, int(min(n-done, 1<<30)), 0)
+		if err != nil {
+			if done == 0 && (errors.Is(err, unix.EXDEV) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP)) {
+				return 0, errors.ErrUnsupported
+			}
+			return done, err
+		}
+		if k == 0 {
+			return done, fmt.Errorf("%w: the source ends %d bytes early", io.ErrUnexpectedEOF, n-done)
+		}
+		done += int64(k)
+	}
+	_, err = dst.Seek(woff, io.SeekStart)
+	return done, err
 }
 
 // streamPayload copies one payload to w and fills in its chunk hashes;

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/osguard/osguard/internal/keyfile"
+	"github.com/osguard/osguard/verity"
 )
 
 // testKey returns the throw-away key of testdata and a certificate for it
@@ -43,34 +45,70 @@ func testKey(t testing.TB, cn string) (crypto.Signer, *x509.Certificate) {
 	return key, cert
 }
 
-// testManifest is a manifest for small synthetic payloads.
+// defaultTestUsr is the usr size of testManifest and testPayloads: it
+// spans several chunks.
+const defaultTestUsr = 2*ChunkSize + 3*4096
+
+// testManifest is a manifest for testPayloads.
 func testManifest() Manifest {
-	var m Manifest
-	m.Architecture = Architecture
-	m.Image.Name, m.Image.Version = "test", "2"
-	m.IPE.PolicyName, m.IPE.PolicyVersion = "test", "1.0.1"
-	m.Usr.RootHash = strings.Repeat("ab", 16) + strings.Repeat("cd", 16)
-	m.Usr.PartUUID = "abababab-abab-abab-abab-abababababab"
-	m.Usr.VerityPartUUID = "cdcdcdcd-cdcd-cdcd-cdcd-cdcdcdcdcdcd"
-	m.Layout = Layout{Slots: 2, SectorSize: 512, UsrBytes: 8 << 20, VerityBytes: 1 << 20, SigBytes: 1 << 20}
+	m, _ := testImage(defaultTestUsr)
 	return m
 }
 
 // testPayloads returns payload contents; usr spans several chunks.
-func testPayloads() map[string][]byte { return testPayloadsSized(2*ChunkSize + 12345) }
+func testPayloads() map[string][]byte {
+	_, p := testImage(defaultTestUsr)
+	return p
+}
 
 func testPayloadsSized(usrSize int) map[string][]byte {
+	_, p := testImage(usrSize)
+	return p
+}
+
+// testImage returns synthetic payloads with a real hash tree over a usr
+// of usrSize bytes, and a manifest for them (the root hash and the DPS
+// UUIDs it gives).
+func testImage(usrSize int) (Manifest, map[string][]byte) {
 	usr := make([]byte, usrSize)
 	for i := range usr {
-		usr[i] = byte(i * 7)
+		usr[i] = byte(i * 7 / 4096)
 	}
-	return map[string][]byte{
+	p := verity.DefaultParams()
+	p.Salt = []byte("test salt")
+	tree := &memTree{}
+	res, err := verity.Format(bytes.NewReader(usr), tree, p)
+	if err != nil {
+		panic(err)
+	}
+	var m Manifest
+	m.Architecture = Architecture
+	m.Image.Name, m.Image.Version = "test", "2"
+	m.IPE.PolicyName, m.IPE.PolicyVersion = "test", "1.0.1"
+	m.Usr.RootHash = hex.EncodeToString(res.RootHash)
+	uuid := func(b []byte) string {
+		h := hex.EncodeToString(b)
+		return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+	}
+	m.Usr.PartUUID, m.Usr.VerityPartUUID = uuid(res.RootHash[:16]), uuid(res.RootHash[16:])
+	m.Layout = Layout{Slots: 2, SectorSize: 512, UsrBytes: 8 << 20, VerityBytes: 1 << 20, SigBytes: 1 << 20}
+	return m, map[string][]byte{
 		PayloadMeasurements: []byte(`{"image":"test"}`),
 		PayloadSignature:    []byte(`{"rootHash":"x"}`),
 		PayloadUsr:          usr,
-		PayloadVerity:       bytes.Repeat([]byte{1, 2, 3}, usrSize/400),
+		PayloadVerity:       tree.b,
 		PayloadUKI:          []byte("MZ not really a UKI"),
 	}
+}
+
+// memTree is a hash device in memory.
+type memTree struct{ b []byte }
+
+func (m *memTree) WriteAt(p []byte, off int64) (int, error) {
+	if end := int(off) + len(p); end > len(m.b) {
+		m.b = append(m.b, make([]byte, end-len(m.b))...)
+	}
+	return copy(m.b[off:], p), nil
 }
 
 // packTest writes a bundle of the test payloads and returns its bytes.
@@ -165,7 +203,15 @@ func TestOpenRefuses(t *testing.T) {
 	_, other := testKey(t, "someone else")
 	good := packTest(t, testManifest(), key, cert)
 	mlen := int(binary.BigEndian.Uint32(good[16:]))
-	payloadStart := headerSize + mlen + signatureArea
+	r, err := Open(bytes.NewReader(good), []*x509.Certificate{cert})
+	if err != nil {
+		t.Fatal(err)
+	}
+	usrStart := int(r.offsets[3])
+	otherRoot := testManifest()
+	otherRoot.Usr.RootHash = strings.Repeat("ab", 16) + strings.Repeat("cd", 16)
+	otherRoot.Usr.PartUUID = "abababab-abab-abab-abab-abababababab"
+	otherRoot.Usr.VerityPartUUID = "cdcdcdcd-cdcd-cdcd-cdcd-cdcdcdcdcdcd"
 	flip := func(off int) []byte {
 		b := bytes.Clone(good)
 		b[off] ^= 0x01
@@ -187,7 +233,7 @@ func TestOpenRefuses(t *testing.T) {
 		payloadsOK int
 	}{
 		{"wrong magic", flip(0), nil, "not an osguard update bundle", 0},
-		{"format 2", func() []byte { b := bytes.Clone(good); b[15] = 2; return b }(), nil, "bundle format 2", 0},
+		{"format 1", func() []byte { b := bytes.Clone(good); b[15] = 1; return b }(), nil, "bundle format 1", 0},
 		{"empty", nil, nil, "truncated", 0},
 		{"truncated header", good[:10], nil, "truncated", 0},
 		{"truncated manifest", good[:headerSize+100], nil, "truncated", 0},
@@ -200,8 +246,11 @@ func TestOpenRefuses(t *testing.T) {
 		{"no db", good, []*x509.Certificate{}, "not signed", 0},
 		{"flipped manifest byte", flip(headerSize + 40), nil, "not signed by a certificate in db", 0},
 		{"flipped signature byte", flip(headerSize + mlen + 200), nil, "not signed", 0},
-		{"flipped usr byte", flip(payloadStart + 3388 + ChunkSize + 17), nil, "chunk 1", 2},
-		{"truncated usr", good[:payloadStart+100], nil, "truncated", 2},
+		{"flipped usr-verity byte", flip(int(r.offsets[2]) + 4096 + 17), nil, "payload usr-verity: chunk 0", 2},
+		{"tree of another root hash", packTest(t, otherRoot, key, cert), nil, "does not hold the tree of the signed root hash", 2},
+		{"flipped usr byte", flip(usrStart + ChunkSize + 17), nil, "payload usr: chunk 1", 3},
+		{"flipped usr byte in the last block", flip(usrStart + defaultTestUsr - 1), nil, "payload usr: chunk 2", 3},
+		{"truncated usr", good[:usrStart+100], nil, "truncated", 3},
 		{"truncated uki", good[:len(good)-1], nil, "truncated", 4},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -233,7 +282,10 @@ func TestManifestLimits(t *testing.T) {
 		{"uuid not from hash", func(m *Manifest) { m.Usr.PartUUID = "00000000-abab-abab-abab-abababababab" }, "halves"},
 		{"usr larger than layout", func(m *Manifest) { m.Layout.UsrBytes = 1 << 20 }, "larger than its partition"},
 		{"slots", func(m *Manifest) { m.Layout.Slots = 3 }, "layout"},
-		{"too few chunks", func(m *Manifest) { m.Payloads[2].Chunks = m.Payloads[2].Chunks[:1] }, "chunk hashes"},
+		{"too few chunks", func(m *Manifest) { m.Payloads[4].Chunks = nil }, "chunk hashes"},
+		{"usr with hashes", func(m *Manifest) { m.Payloads[3].SHA256 = m.Payloads[4].SHA256 }, "checked against the usr-verity tree"},
+		{"usr not whole blocks", func(m *Manifest) { m.Payloads[3].Size += 100 }, "4096-byte blocks"},
+		{"huge tree", func(m *Manifest) { m.Payloads[2].Size = maxVerityPayload + 1 }, "out of range"},
 		{"huge payload", func(m *Manifest) { m.Payloads[0].Size = 1 << 40 }, "out of range"},
 		{"payload order", func(m *Manifest) { m.Payloads[0], m.Payloads[1] = m.Payloads[1], m.Payloads[0] }, "want measurements.json"},
 	} {
@@ -275,14 +327,12 @@ func TestCompareVersions(t *testing.T) {
 	}
 }
 
-// writeSeeds regenerates testdata/fuzz seeds (OSGUARD_WRITE_SEEDS=1).
-func TestWriteSeeds(t *testing.T) {
-	if os.Getenv("OSGUARD_WRITE_SEEDS") != "1" {
-		t.Skip("set OSGUARD_WRITE_SEEDS=1 to regenerate the seed corpus")
-	}
+// TestSeeds checks that the named seeds of testdata/fuzz are what this
+// code makes (a format change must regenerate them); with
+// OSGUARD_WRITE_SEEDS=1 it writes them.
+func TestSeeds(t *testing.T) {
 	key, cert := testKey(t, "db")
-	m := testManifest()
-	small := testPayloadsSized(5000)
+	m, small := testImage(8192)
 	good := packSized(t, m, key, cert, small)
 	mlen := int(binary.BigEndian.Uint32(good[16:]))
 	arm := m
@@ -295,21 +345,31 @@ func TestWriteSeeds(t *testing.T) {
 		"other-arch":       packSized(t, arm, key, cert, small),
 		"manifest-as-blob": good[headerSize : headerSize+mlen],
 	}
+	write := os.Getenv("OSGUARD_WRITE_SEEDS") == "1"
 	for name, b := range seeds {
 		dir := "testdata/fuzz/FuzzOpen"
 		if name == "manifest-as-blob" {
 			dir = "testdata/fuzz/FuzzParseManifest"
 		}
-		os.MkdirAll(dir, 0o755)
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", b)), 0o644); err != nil {
-			t.Fatal(err)
+		path := filepath.Join(dir, name)
+		want := []byte(fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", b))
+		if write {
+			os.MkdirAll(dir, 0o755)
+			if err := os.WriteFile(path, want, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		if got, err := os.ReadFile(path); err != nil || !bytes.Equal(got, want) {
+			t.Errorf("%s is not what this code makes (%v): OSGUARD_WRITE_SEEDS=1 go test -run TestSeeds ./update rewrites it", path, err)
 		}
 	}
 }
 
 func FuzzOpen(f *testing.F) {
 	key, cert := testKey(f, "db")
-	f.Add(packSized(f, testManifest(), key, cert, testPayloadsSized(5000)))
+	m, small := testImage(8192)
+	f.Add(packSized(f, m, key, cert, small))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		got, err := readAll(data, []*x509.Certificate{cert})
 		if err != nil && len(got) == len(PayloadOrder) {
@@ -325,7 +385,7 @@ func FuzzOpen(f *testing.F) {
 }
 
 func FuzzParseManifest(f *testing.F) {
-	f.Add([]byte(`{"format":1}`))
+	f.Add([]byte(`{"format":2}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, err := ParseManifest(data)
 		if err != nil {
@@ -335,6 +395,9 @@ func FuzzParseManifest(f *testing.F) {
 			t.Fatalf("parsed but invalid: %v", err)
 		}
 		for _, p := range m.Payloads {
+			if p.Name == PayloadUsr && len(p.Chunks) == 0 && p.Size > 0 {
+				continue // checked against the tree
+			}
 			if p.Size <= 0 || int64(len(p.Chunks)) != (p.Size+ChunkSize-1)/ChunkSize {
 				t.Fatalf("payload %s: size %d with %d chunks", p.Name, p.Size, len(p.Chunks))
 			}

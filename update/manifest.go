@@ -14,8 +14,13 @@ import (
 // Format constants.
 const (
 	Magic         = "OSGUARD-UPDATE"
-	FormatVersion = 1
+	FormatVersion = 2
 	headerSize    = 24
+	// Align is where payloads start: each at the next multiple of Align
+	// after the end of what comes before it, so that apply reads and
+	// writes them with direct I/O, and a file system that shares extents
+	// (copy_file_range) can pack usr without copying it.
+	Align = 4096
 	// MaxManifest bounds the manifest area (a 64 GiB usr has 65,536 chunk
 	// hashes, about 4.3 MB of JSON).
 	MaxManifest = 8 << 20
@@ -33,21 +38,25 @@ const (
 const (
 	PayloadMeasurements = "measurements.json"
 	PayloadSignature    = "usr-verity-sig"
-	PayloadUsr          = "usr"
 	PayloadVerity       = "usr-verity"
+	PayloadUsr          = "usr"
 	PayloadUKI          = "uki.efi"
 )
 
 // PayloadOrder is the order of the payloads in a bundle: the small ones
-// that apply keeps in memory first, then the slot's data, then the UKI.
-var PayloadOrder = []string{PayloadMeasurements, PayloadSignature, PayloadUsr, PayloadVerity, PayloadUKI}
+// that apply keeps in memory first, then the hash tree, then the usr image
+// it checks as it streams, then the UKI.
+var PayloadOrder = []string{PayloadMeasurements, PayloadSignature, PayloadVerity, PayloadUsr, PayloadUKI}
 
 // Limits of the fields a bundle may carry.
 const (
 	maxSmallPayload = 1 << 20  // measurements.json, the signature JSON
 	maxUKI          = 1 << 30  // a UKI
-	maxSlotPayload  = 64 << 30 // usr, usr-verity
-	maxNameLen      = 128
+	maxSlotPayload  = 64 << 30 // usr
+	// maxVerityPayload bounds the hash tree, which apply holds in memory
+	// (a 64 GiB usr has a tree of about 512 MiB).
+	maxVerityPayload = 512 << 20
+	maxNameLen       = 128
 )
 
 // Manifest describes a bundle. It is signed with the db key.
@@ -82,12 +91,16 @@ type Layout struct {
 	SigBytes    int64 `json:"signaturePartitionBytes"`
 }
 
-// Payload is one file of the bundle.
+// Payload is one file of the bundle. Every payload but usr carries the
+// sha256 of each ChunkSize piece (and of the whole, for people and tools
+// such as sha256sum). usr carries neither: the usr-verity payload, a
+// dm-verity hash tree under the manifest's usr.rootHash, covers each of its
+// blocks, as it does on the node.
 type Payload struct {
 	Name   string   `json:"name"`
 	Size   int64    `json:"size"`
-	SHA256 string   `json:"sha256"`
-	Chunks []string `json:"chunks"` // sha256 of each ChunkSize piece
+	SHA256 string   `json:"sha256,omitempty"`
+	Chunks []string `json:"chunks,omitempty"`
 }
 
 var (
@@ -169,11 +182,22 @@ func (m *Manifest) Validate() error {
 		switch p.Name {
 		case PayloadUKI:
 			max = maxUKI
-		case PayloadUsr, PayloadVerity:
+		case PayloadUsr:
 			max = maxSlotPayload
+		case PayloadVerity:
+			max = maxVerityPayload
 		}
 		if p.Size <= 0 || p.Size > max {
 			return bad("payload %s: size %d out of range (1..%d)", p.Name, p.Size, max)
+		}
+		if p.Name == PayloadUsr {
+			if p.SHA256 != "" || len(p.Chunks) != 0 {
+				return bad("payload usr carries hashes: its blocks are checked against the usr-verity tree")
+			}
+			if p.Size%Align != 0 {
+				return bad("payload usr: %d bytes is not a whole number of 4096-byte blocks", p.Size)
+			}
+			continue
 		}
 		if !hexHash.MatchString(p.SHA256) {
 			return bad("payload %s: sha256 %.80q is not 64 lowercase hex digits", p.Name, p.SHA256)
@@ -198,6 +222,20 @@ func (m *Manifest) Validate() error {
 	}
 	return nil
 }
+
+// payloadOffsets returns where each payload starts in a bundle whose
+// payloads follow byte start, and where the last one ends.
+func (m *Manifest) payloadOffsets(start int64) (offs []int64, end int64) {
+	end = start
+	for _, p := range m.Payloads {
+		end = alignUp(end)
+		offs = append(offs, end)
+		end += p.Size
+	}
+	return offs, end
+}
+
+func alignUp(n int64) int64 { return (n + Align - 1) &^ (Align - 1) }
 
 // Payload returns the named payload (the zero Payload when absent).
 func (m *Manifest) Payload(name string) Payload {

@@ -75,6 +75,17 @@ func PackDir(o PackOptions) (*Manifest, error) {
 		return nil, fmt.Errorf("update: pack: %s: %w", image.DiskFile, err)
 	}
 
+	// The tree is usr's hash in the bundle: check it against the root hash
+	// (usr itself is not read here; apply checks it against the tree).
+	tree := make([]byte, src.veritySize)
+	if _, err := dsk.ReadAt(tree, src.verityOff); err != nil {
+		return nil, fmt.Errorf("update: pack: %s: usr-A-verity: %w", image.DiskFile, err)
+	}
+	rootHash, _ := hexBytes(meas.Usr.RootHash)
+	if _, err := verity.NewChecker(tree, rootHash, verity.Params{}); err != nil {
+		return nil, fmt.Errorf("update: pack: %s: the verity tree of slot A is not the tree of root hash %s: %w", image.DiskFile, meas.Usr.RootHash, err)
+	}
+
 	var m Manifest
 	m.Architecture = Architecture
 	m.Image.Name, m.Image.Version = meas.Image, meas.Version
@@ -90,11 +101,11 @@ func PackDir(o PackOptions) (*Manifest, error) {
 	payloads := []PackPayload{
 		{PayloadMeasurements, int64(len(measurements)), bytes.NewReader(measurements)},
 		{PayloadSignature, int64(len(src.sig)), bytes.NewReader(src.sig)},
+		{PayloadVerity, src.veritySize, bytes.NewReader(tree)},
 		{PayloadUsr, src.usrSize, io.NewSectionReader(dsk, src.usrOff, src.usrSize)},
-		{PayloadVerity, src.veritySize, io.NewSectionReader(dsk, src.verityOff, src.veritySize)},
 		{PayloadUKI, ukiInfo.Size(), uki},
 	}
-	if err := Pack(out, m, payloads, key, cert); err != nil {
+	if err := Pack(out.File, m, payloads, key, cert); err != nil {
 		return nil, err
 	}
 	if err := out.Commit(); err != nil {

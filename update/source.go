@@ -17,16 +17,23 @@ import (
 const DefaultSpoolDir = "/var/tmp"
 
 // source is a bundle that apply reads twice: once through verify, the
-// verification pass, and once from the start of file, the write pass.
+// verification pass, and once at at, the write pass.
 type source struct {
 	name   string
 	verify io.Reader
-	file   *os.File
+	at     io.ReaderAt
+	file   *os.File // the file, device or spool; closed by Close
+	direct *directFile
 	// size is the source's length, -1 when unknown.
 	size int64
 	// spooled says file is a copy that the verification pass writes.
 	spooled bool
 	body    io.Closer // the HTTP response or the pipe being spooled
+	// stable says why the bytes cannot change between the passes, or is
+	// empty when they can (the write pass then checks usr again).
+	stable string
+	// leased is the descriptor holding a read lease on a bundle file.
+	leased *os.File
 }
 
 // openSource opens a bundle file or block device, which the two passes
@@ -55,18 +62,24 @@ func openSource(ctx context.Context, src, spoolDir string) (*source, error) {
 		}
 		return s, nil
 	}
-	f, err := os.Open(src)
+	d, err := openDirect(src)
 	if err != nil {
 		return nil, fmt.Errorf("update: %w", err)
 	}
 	// Seeking to the end gives the size of a file and of a block device.
-	if size, err := f.Seek(0, io.SeekEnd); err == nil {
-		if _, err := f.Seek(0, io.SeekStart); err != nil {
-			f.Close()
+	if size, err := d.Seek(0, io.SeekEnd); err == nil {
+		if _, err := d.Seek(0, io.SeekStart); err != nil {
+			d.Close()
 			return nil, fmt.Errorf("update: %s: %w", src, err)
 		}
-		s.verify, s.file, s.size = f, f, size
+		s.verify, s.at, s.direct, s.size = d, d, d, size
+		s.stable, s.leased = stability(d.File)
 		return s, nil
+	}
+	d.Close()
+	f, err := os.Open(src)
+	if err != nil {
+		return nil, fmt.Errorf("update: %w", err)
 	}
 	s.body = f
 	if err := s.spool(f, spoolDir); err != nil {
@@ -74,6 +87,42 @@ func openSource(ctx context.Context, src, spoolDir string) (*source, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// stability finds out whether anything on the node can change f between
+// the passes: nothing writes a read-only block device (a bundle attached
+// read-only, a CD), and nobody can open a file for writing, or truncate
+// it, while apply holds a read lease on it without the lease breaking
+// (which changed notices). A lease is refused while anyone has the file
+// open for writing, and on file systems without leases.
+func stability(f *os.File) (string, *os.File) {
+	st, err := f.Stat()
+	if err != nil {
+		return "", nil
+	}
+	switch {
+	case st.Mode()&os.ModeDevice != 0:
+		if ro, err := unix.IoctlGetInt(int(f.Fd()), unix.BLKROGET); err == nil && ro != 0 {
+			return "a read-only block device", nil
+		}
+	case st.Mode().IsRegular():
+		if _, err := unix.FcntlInt(f.Fd(), unix.F_SETLEASE, unix.F_RDLCK); err == nil {
+			return "a file under a read lease", f
+		}
+	}
+	return "", nil
+}
+
+// changed reports a lease that broke: someone opened the bundle file for
+// writing (or truncated it) since apply took the lease.
+func (s *source) changed() error {
+	if s.leased == nil {
+		return nil
+	}
+	if l, err := unix.FcntlInt(s.leased.Fd(), unix.F_GETLEASE, 0); err != nil || l != unix.F_RDLCK {
+		return fmt.Errorf("%w: %s was opened for writing during apply", errChanged, s.name)
+	}
+	return nil
 }
 
 // spool makes the verification pass copy r to an unlinked file in dir:
@@ -102,7 +151,8 @@ func (s *source) spool(r io.Reader, dir string) error {
 		f.Close()
 		return fmt.Errorf("update: spool: %w", err)
 	}
-	s.file, s.spooled = f, true
+	s.file, s.spooled, s.at = f, true, f
+	s.stable = "a private unlinked copy"
 	s.verify = io.TeeReader(r, &spoolWriter{f})
 	return nil
 }
@@ -118,19 +168,6 @@ func (w *spoolWriter) Write(b []byte) (int, error) {
 	return n, err
 }
 
-// rewind returns the reader of the write pass: the bundle again from its
-// first byte.
-func (s *source) rewind() (io.Reader, error) {
-	if s.body != nil {
-		s.body.Close()
-		s.body = nil
-	}
-	if _, err := s.file.Seek(0, io.SeekStart); err != nil {
-		return nil, fmt.Errorf("update: %s: %w", s.name, err)
-	}
-	return s.file, nil
-}
-
 func (s *source) Close() error {
 	var err error
 	if s.body != nil {
@@ -138,6 +175,9 @@ func (s *source) Close() error {
 	}
 	if s.file != nil {
 		err = errors.Join(err, s.file.Close())
+	}
+	if s.direct != nil {
+		err = errors.Join(err, s.direct.Close())
 	}
 	return err
 }

@@ -43,8 +43,15 @@ func newUpdatePackCmd() *cobra.Command {
 		Short: "Turn an 'osguard build' output into a signed update bundle",
 		Long: `pack reads DIR (an 'osguard build' output): slot A's usr image, verity tree
 and signature from disk.raw, uki.efi and measurements.json, and writes one
-bundle signed with the db key (DIR/keys, or --keys). It reads the image once
-and FILE appears only when complete.`,
+bundle signed with the db key (DIR/keys, or --keys). FILE appears only when
+complete.
+
+The usr image is not hashed again: the build's dm-verity tree, which pack
+checks against the signed root hash, goes into the bundle and covers every
+block of it, on the node as in the bundle. pack copies the image once, in
+the kernel (copy_file_range; on a file system with reflinks it shares the
+blocks instead). The format is documented in the update package
+(go doc github.com/osguard/osguard/update).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Dir = args[0]
@@ -63,6 +70,10 @@ and FILE appears only when complete.`,
 			fmt.Fprintf(w, "packed %s %s into %s in %.1fs\n", m.Image.Name, m.Image.Version, o.Out, time.Since(t0).Seconds())
 			fmt.Fprintf(w, "  usr root hash: %s\n  IPE policy:    %s %s\n", m.Usr.RootHash, m.IPE.PolicyName, m.IPE.PolicyVersion)
 			for _, p := range m.Payloads {
+				if p.Name == update.PayloadUsr {
+					fmt.Fprintf(w, "  %-18s %10d bytes  checked against usr-verity\n", p.Name, p.Size)
+					continue
+				}
 				fmt.Fprintf(w, "  %-18s %10d bytes  sha256 %s\n", p.Name, p.Size, p.SHA256)
 			}
 			return nil
@@ -90,17 +101,20 @@ the IPE policy version are higher than the running ones (--allow-downgrade
 accepts lower ones).
 
 Before it writes anything it also reads the whole bundle once and checks
-every payload byte against the signed manifest: a bundle with one flipped
-byte anywhere is refused and nothing on the node changes. A URL (or a pipe)
-cannot be read twice, so this pass keeps a copy in an unlinked file in
---spool-dir, gone when apply ends.
+every payload byte against the signed manifest (the usr image block by block
+against its signed dm-verity tree): a bundle with one flipped byte anywhere
+is refused and nothing on the node changes. A URL (or a pipe) cannot be
+read twice, so this pass keeps a copy in an unlinked file in --spool-dir,
+gone when apply ends.
 
-It then reads the bundle again and writes the inactive slot (usr, usr-verity,
-usr-verity-sig, with the partition UUIDs the new root hash gives), each chunk
-checked again before it is written (should the file change in between, the
-write stops and the slot, whose signature partition is cleared first and
-written last, boots nothing); puts the UKI on the ESP; and sets a Boot####
-entry and BootNext for one trial boot. It never writes the running slot. Reboot to try
+It then writes the inactive slot (usr, usr-verity, usr-verity-sig, with the
+partition UUIDs the new root hash gives), reading the usr image again with
+direct I/O. It checks it again unless nothing can change it in between: a
+read-only device, the spool, or a file it holds a read lease on (opening
+that file for writing breaks the lease and stops apply). Should a check
+fail, the write stops and the slot, whose signature partition is cleared
+first and written last, boots nothing. It puts the UKI on the ESP, and sets
+a Boot#### entry and BootNext for one trial boot. It never writes the running slot. Reboot to try
 the new slot: 'osguard update check-boot' commits it when the node is
 healthy; any failure before that returns the node to the old slot.
 
@@ -124,7 +138,8 @@ Exit status 1 when the bundle is refused or cannot be applied.`,
 					"image": res.Manifest.Image, "slot": res.Slot, "fromSlot": res.FromSlot, "fromVersion": res.FromVersion,
 					"bootEntry": fmt.Sprintf("Boot%04X", res.BootEntry), "bytes": res.Bytes,
 					"usrBytes": res.UsrBytes, "usrSeconds": res.UsrDuration.Seconds(), "verifySeconds": res.VerifyDuration.Seconds(),
-					"seconds": res.Duration.Seconds(),
+					"recheckedUsr": res.RecheckedUsr,
+					"seconds":      res.Duration.Seconds(),
 				})
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "applied %s %s to slot %s (Boot%04X, BootNext); reboot for its trial boot\n",

@@ -84,6 +84,9 @@ type Config struct {
 	// restrict=on: no way out but the forwards in it.
 	Net      *UserNet
 	MemoryMB int
+	// CPUs is the number of virtual CPUs (default 1). Under TCG each is
+	// a host thread, so more than the host's cores only adds contention.
+	CPUs int
 	// ConsoleLog, when set, receives a copy of the serial console.
 	ConsoleLog string
 	// Console, when set, also receives the serial console as it arrives (e.g. os.Stdout).
@@ -152,9 +155,10 @@ func (m *Machine) args() ([]string, error) {
 	if mem == 0 {
 		mem = 1024
 	}
+	cpus := max(cfg.CPUs, 1)
 	a := []string{
 		"-machine", "q35,accel=tcg" + map[bool]string{true: ",smm=on", false: ""}[cfg.UEFI],
-		"-cpu", "max", "-m", strconv.Itoa(mem), "-smp", "1",
+		"-cpu", "max", "-m", strconv.Itoa(mem), "-smp", strconv.Itoa(cpus),
 		"-display", "none", "-vga", "none", "-nodefaults",
 		"-monitor", "none",
 		"-chardev", "stdio,id=con,signal=off", "-serial", "chardev:con",
