@@ -77,11 +77,17 @@ type directWriter struct {
 }
 
 func (w *directWriter) Write(b []byte) (int, error) {
-	f := w.buffered
 	if w.direct != nil && aligned(b, w.off) {
-		f = w.direct
+		n, err := w.direct.WriteAt(b, w.off)
+		if !errors.Is(err, unix.EINVAL) { // EINVAL: a device of larger logical blocks
+			w.off += int64(n)
+			if err != nil {
+				return n, fmt.Errorf("update: write %s: %w", w.name, err)
+			}
+			return n, nil
+		}
 	}
-	n, err := f.WriteAt(b, w.off)
+	n, err := w.buffered.WriteAt(b, w.off)
 	w.off += int64(n)
 	if err != nil {
 		return n, fmt.Errorf("update: write %s: %w", w.name, err)
