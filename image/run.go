@@ -44,6 +44,8 @@ type RunOptions struct {
 	Stdin   io.Reader
 	// Timeout stops the machine after this long (0: no limit).
 	Timeout time.Duration
+	// CPUs is the number of virtual CPUs (default 1).
+	CPUs int
 	// Exec, when set, waits for the root shell, runs this command line in
 	// it, powers the machine off, and returns the command's exit status.
 	Exec string
@@ -101,6 +103,7 @@ func Run(ctx context.Context, o RunOptions) (int, error) {
 	cfg := mach.VMConfig(!o.NoTPM)
 	cfg.Drives[0].Snapshot = o.Snapshot
 	cfg.Drives = append(cfg.Drives, o.Drives...)
+	cfg.CPUs = o.CPUs
 	if o.TPMState != "" {
 		cfg.TPMState = o.TPMState
 	}

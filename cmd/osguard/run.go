@@ -25,7 +25,7 @@ func newRunCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "run [DIR|disk.raw]",
 		Short: "Boot a built image in QEMU with OVMF Secure Boot and a swtpm TPM",
-		Long: `run boots an image made by 'osguard build' under QEMU (q35, one CPU)
+		Long: `run boots an image made by 'osguard build' under QEMU (q35, one CPU unless --cpus)
 with OVMF's Secure Boot firmware, the VARS file the build enrolled your keys
 into, and a swtpm TPM 2.0. The serial console is shown on the terminal.
 Everything run starts is stopped when it exits.
@@ -107,6 +107,7 @@ DIR/tpm-ca (made on first use; --tpm-ca elsewhere); a verifier trusts them with
 	f := cmd.Flags()
 	f.StringVar(&o.Vars, "vars", "", "OVMF VARS file a new machine starts from (default: ovmf-vars.fd next to the disk)")
 	f.BoolVar(&o.NoTPM, "no-tpm", false, "boot without a TPM")
+	f.IntVar(&o.CPUs, "cpus", 1, "virtual CPUs (under TCG each is a host thread: at most the host's cores is useful)")
 	f.StringVar(&o.TPMState, "tpm-state", "", "keep the swtpm state in this directory across runs")
 	f.StringVar(&o.TPMCA, "tpm-ca", "", "local CA signing the swtpm EK certificate (default: tpm-ca next to the disk)")
 	f.StringVar(&o.Verifier, "verifier", "", "127.0.0.1:PORT of a verifier: the node's only network exit, as 10.0.2.100:80")
