@@ -103,6 +103,9 @@ func (b *builder) kernel() (*buildKernel, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kernel: %w", err)
 	}
+	if c := b.blobCache("initrd/modules", 512); c != nil {
+		kernel.Cache = c
+	}
 	stubPath := cfg.Path(cfg.Spec.Kernel.Stub)
 	if stubPath == "" {
 		a, err := b.artifacts()
@@ -252,14 +255,31 @@ type usrImage struct {
 	Files []sbom.File // every regular file of /usr, hashed
 }
 
-// usr writes /usr as EROFS (with SELinux labels) straight into usr slot A
-// of img, its dm-verity tree, and the root hash's signature by db.
-func (b *builder) usr(rfs *rootTree, img *os.File, db secureboot.KeyPair) (*usrImage, error) {
-	cfg, epoch := b.cfg, b.o.Epoch
-	usr, err := usrTree(rfs.Root)
+// usrManifest is what the build learns by hashing the files of /usr: the
+// SBOM's file list and the seed.
+type usrManifest struct {
+	Files []sbom.File
+	// Seed derives from everything that decides the usr image's bytes;
+	// UUIDs, salts and the FAT volume ID come from it.
+	Seed [32]byte
+}
+
+// manifest digests the files of /usr (taking what the rootfs's digest cache
+// knows) and derives the seed. It runs beside the usr stage, which needs
+// the seed only for the superblock it writes last.
+func (b *builder) manifest(usr *erofs.Tree, digests *digestCache) (*usrManifest, error) {
+	files, manifest, err := hashFiles(usr, digests)
 	if err != nil {
-		return nil, fmt.Errorf("rootfs: %w", err)
+		return nil, fmt.Errorf("sbom: %w", err)
 	}
+	return &usrManifest{Files: files, Seed: b.usrSeed(manifest)}, nil
+}
+
+// usr writes /usr as EROFS (with SELinux labels) straight into usr slot A
+// of img, its dm-verity tree, and the root hash's signature by db. man is
+// the manifest stage, running meanwhile.
+func (b *builder) usr(usr *erofs.Tree, man *background[*usrManifest], img *os.File, db secureboot.KeyPair) (*usrImage, error) {
+	cfg, epoch := b.cfg, b.o.Epoch
 	espSize, err := ParseSize(cfg.Spec.Layout.ESPSize)
 	if err != nil {
 		return nil, fmt.Errorf("layout: %w", err)
@@ -267,18 +287,8 @@ func (b *builder) usr(rfs *rootTree, img *os.File, db secureboot.KeyPair) (*usrI
 	u := &usrImage{Offset: disk.Start(espSize)} // slot A follows the ESP
 
 	b.step("usr: writing the EROFS image; sbom: hashing the files of /usr")
-	// The digests (for the SBOM and the seed) are taken on the other core
-	// while the image is written; the writer asks for the UUID, which
-	// derives from the seed, only once all data is out.
-	type hashed struct {
-		files    []sbom.File
-		manifest []byte
-	}
-	hashing := inBackground(func() (hashed, error) {
-		files, manifest, err := hashFiles(usr, rfs.digests)
-		return hashed{files, manifest}, err
-	})
-	defer hashing.wait()
+	// The manifest stage digests the files meanwhile; the writer asks for
+	// the UUID, which derives from the seed, only once all data is out.
 	var labeler erofs.Labeler
 	if b.se != nil {
 		labeler = b.se.Labeler
@@ -286,11 +296,11 @@ func (b *builder) usr(rfs *rootTree, img *os.File, db secureboot.KeyPair) (*usrI
 	u.Size, err = usr.WriteImage(img, erofs.Options{
 		At: u.Offset, BuildTime: epoch, Label: "usr", Labeler: labeler, MountPoint: "/usr", ClampMtime: true,
 		UUIDFrom: func() ([16]byte, error) {
-			h, err := hashing.wait()
+			m, err := man.wait()
 			if err != nil {
-				return [16]byte{}, fmt.Errorf("sbom: %w", err)
+				return [16]byte{}, err
 			}
-			u.Files, u.Seed = h.files, b.usrSeed(h.manifest)
+			u.Files, u.Seed = m.Files, m.Seed
 			return verity.DeriveUUID(append([]byte("erofs-usr"), u.Seed[:]...)), nil
 		},
 	})
@@ -416,13 +426,17 @@ func (b *builder) initrd(kern *buildKernel, pol *buildPolicy) ([]byte, error) {
 	if cfg.Spec.Flavour == FlavourStandard {
 		ipePolicy = nil // the standard flavour loads no IPE policy
 	}
-	var initramfs bytes.Buffer
-	if err := initrd.Build(initrd.Options{
+	opts := initrd.Options{
 		Kernel: kern.Kernel, Modules: cfg.Spec.Kernel.Extra, InitPath: initBin,
 		Policy: ipePolicy, SELinuxPolicy: sePolicy, Add: add,
 		Config: bootconfig.Config{IPE: cfg.Spec.IPE.Mode, SELinux: cfg.Spec.SELinux.Mode, VerityOnCorruption: "restart", Init: cfg.Spec.Rootfs.Init},
 		MTime:  b.o.Epoch,
-	}, &initramfs); err != nil {
+	}
+	if c := b.blobCache("initrd/archives", 16); c != nil {
+		opts.Cache = c
+	}
+	var initramfs bytes.Buffer
+	if err := initrd.Build(opts, &initramfs); err != nil {
 		return nil, fmt.Errorf("initrd: %w", err)
 	}
 	return initramfs.Bytes(), nil
@@ -510,9 +524,9 @@ func (b *builder) measurements(kern *buildKernel, usr *usrImage, pol *buildPolic
 // disk writes the rest of disk.raw in the staging directory around usr
 // slot A: GPT, the ESP with the UKI and measurements.json, the verity
 // partitions, an empty slot B, var.
-func (b *builder) disk(img *os.File, signedUKI, measurements []byte, usr *usrImage) error {
+func (b *builder) disk(img *os.File, signedUKI, measurements []byte, usr *usrImage, varFS *os.File) error {
 	b.step("disk: GPT, ESP, usr A/B, var")
-	if err := b.writeDisk(img, signedUKI, measurements, usr); err != nil {
+	if err := b.writeDisk(img, signedUKI, measurements, usr, varFS); err != nil {
 		return fmt.Errorf("disk: %w", err)
 	}
 	return nil
