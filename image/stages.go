@@ -469,12 +469,12 @@ func (b *builder) uki(kern *buildKernel, initramfs []byte, osRelease string, usr
 	u := &buildUKI{Cmdline: strings.Join(cmdline, " ")}
 	ukiBytes, err := uki.Build(uki.Options{
 		Stub: kern.Stub, Linux: kern.Vmlinuz, Initrds: [][]byte{initramfs},
-		Cmdline: u.Cmdline, OSRelease: osRelease, Uname: kern.Version,
+		Cmdline: u.Cmdline, OSRelease: osRelease, Uname: kern.Version, Spare: secureboot.CertTableRoom,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("uki: %w", err)
 	}
-	if u.Signed, err = secureboot.SignPE(ukiBytes, db.Key, db.Cert); err != nil {
+	if u.Signed, err = secureboot.SignPEInPlace(ukiBytes, db.Key, db.Cert); err != nil {
 		return nil, fmt.Errorf("uki: sign: %w", err)
 	}
 	if u.PCR, err = pcr.PredictUKI(u.Signed); err != nil {
