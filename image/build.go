@@ -216,22 +216,32 @@ func Build(o BuildOptions) (*Result, error) {
 // run is the build pipeline. Each stage takes what earlier stages made and
 // returns a typed result; the stages live in stages.go. Stages that do not
 // need each other's results run at the same time (inBackground): the
-// initramfs while the rootfs is read and /usr written; the manifest of
-// /usr, and then the var file system, while /usr is written; the SBOMs and
-// OVMF variables while the disk is.
+// kernel, and then the initramfs, while the rootfs is read and /usr
+// written; the SELinux labels while the rootfs is read; the manifest of
+// /usr, and then the var file system, while /usr is written; the SBOMs
+// from the root hash on, beside the UKI and the disk; the OVMF variables
+// all along.
 func (b *builder) run() error {
 	keys, err := b.keys()
 	if err != nil {
 		return err
 	}
-	kern, err := b.kernel()
-	if err != nil {
-		return err
-	}
+	vars := inBackground(func() ([]byte, error) { return b.ovmfVars(keys) })
+	defer vars.wait()
+	kern := inBackground(b.kernel)
+	defer kern.wait()
 	if b.se, err = b.selinuxPolicy(); err != nil {
 		return err
 	}
-	boot := inBackground(func() (*bootFiles, error) { return b.boot(kern, keys.db()) })
+	labels := inBackground(b.se.labels)
+	defer labels.wait()
+	boot := inBackground(func() (*bootFiles, error) {
+		k, err := kern.wait()
+		if err != nil {
+			return nil, err
+		}
+		return b.boot(k, keys.db())
+	})
 	defer boot.wait()
 	osRelease := b.osRelease()
 	rfs, err := b.rootfs(osRelease)
@@ -256,26 +266,28 @@ func (b *builder) run() error {
 		return fmt.Errorf("disk: %w", err)
 	}
 	defer img.Close()
-	usr, err := b.usr(usrFS, man, img, keys.db())
-	if err != nil {
-		return err
-	}
-	bf, err := boot.wait()
-	if err != nil {
-		return err
-	}
-	u, err := b.uki(kern, bf.Initramfs, osRelease, usr, keys.db())
-	if err != nil {
-		return err
-	}
-	measurements, err := b.measurements(kern, usr, bf.Policy, u, keys)
+	usr, err := b.usr(usrFS, man, labels, img, keys.db())
 	if err != nil {
 		return err
 	}
 	sboms := inBackground(func() (*sbomFiles, error) { return b.sboms(rfs, usr) })
 	defer sboms.wait()
-	vars := inBackground(func() ([]byte, error) { return b.ovmfVars(keys) })
-	defer vars.wait()
+	bf, err := boot.wait()
+	if err != nil {
+		return err
+	}
+	k, err := kern.wait()
+	if err != nil {
+		return err
+	}
+	u, err := b.uki(k, bf.Initramfs, osRelease, usr, keys.db())
+	if err != nil {
+		return err
+	}
+	measurements, err := b.measurements(k, usr, bf.Policy, u, keys)
+	if err != nil {
+		return err
+	}
 	vf, err := varFS.wait()
 	if err != nil {
 		return fmt.Errorf("disk: %w", err)

@@ -22,6 +22,7 @@ import (
 	"github.com/osguard/osguard/pcr"
 	"github.com/osguard/osguard/sbom"
 	"github.com/osguard/osguard/secureboot"
+	"github.com/osguard/osguard/selinux"
 	"github.com/osguard/osguard/uki"
 	"github.com/osguard/osguard/verity"
 )
@@ -277,8 +278,9 @@ func (b *builder) manifest(usr *erofs.Tree, digests *digestCache) (*usrManifest,
 
 // usr writes /usr as EROFS (with SELinux labels) straight into usr slot A
 // of img, its dm-verity tree, and the root hash's signature by db. man is
-// the manifest stage, running meanwhile.
-func (b *builder) usr(usr *erofs.Tree, man *background[*usrManifest], img *os.File, db secureboot.KeyPair) (*usrImage, error) {
+// the manifest stage, running meanwhile; labels loads the labels of
+// SELinux's file contexts, none when SELinux is off.
+func (b *builder) usr(usr *erofs.Tree, man *background[*usrManifest], labels *background[*selinux.Contexts], img *os.File, db secureboot.KeyPair) (*usrImage, error) {
 	cfg, epoch := b.cfg, b.o.Epoch
 	espSize, err := ParseSize(cfg.Spec.Layout.ESPSize)
 	if err != nil {
@@ -290,8 +292,10 @@ func (b *builder) usr(usr *erofs.Tree, man *background[*usrManifest], img *os.Fi
 	// The manifest stage digests the files meanwhile; the writer asks for
 	// the UUID, which derives from the seed, only once all data is out.
 	var labeler erofs.Labeler
-	if b.se != nil {
-		labeler = b.se.Labeler
+	if c, err := labels.wait(); err != nil {
+		return nil, err
+	} else if c != nil {
+		labeler = c
 	}
 	u.Size, err = usr.WriteImage(img, erofs.Options{
 		At: u.Offset, BuildTime: epoch, Label: "usr", Labeler: labeler, MountPoint: "/usr", ClampMtime: true,
