@@ -41,10 +41,10 @@ type BuildOptions struct {
 	ToolVersion string
 	// CacheDir is where the build keeps what a warm build reuses instead
 	// of computing it again (decompressed kernel modules, compressed
-	// initramfs archives); empty: the .cache of the checkout. Entries are
-	// keyed by all that decides their bytes, so they never change the
-	// outputs. (Debian packages, unpacked roots and compiled policies stay
-	// in .cache.)
+	// initramfs archives, SBOMs); empty: the .cache of the checkout.
+	// Entries are keyed by all that decides their bytes, so they never
+	// change the outputs. (Debian packages, unpacked roots and compiled
+	// policies stay in .cache.)
 	CacheDir string
 }
 

@@ -3,6 +3,7 @@ package image
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/gob"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -18,6 +19,7 @@ import (
 	"github.com/osguard/osguard/initrd"
 	"github.com/osguard/osguard/initrd/bootconfig"
 	"github.com/osguard/osguard/internal/artifacts"
+	"github.com/osguard/osguard/internal/blobcache"
 	"github.com/osguard/osguard/ipe"
 	"github.com/osguard/osguard/pcr"
 	"github.com/osguard/osguard/sbom"
@@ -557,13 +559,23 @@ func (b *builder) ovmfVars(keys *buildKeys) ([]byte, error) {
 // sbomFiles are the SPDX 2.3 and CycloneDX 1.5 documents.
 type sbomFiles struct{ SPDX, CycloneDX []byte }
 
-// sboms returns the SPDX 2.3 and CycloneDX 1.5 documents.
+// sboms returns the SPDX 2.3 and CycloneDX 1.5 documents, from the cache
+// when an earlier build wrote them for the same image with the same code:
+// 10 MB of JSON take a quarter of a second of CPU to write.
 func (b *builder) sboms(rfs *rootTree, usr *usrImage) (*sbomFiles, error) {
 	cfg := b.cfg
 	b.step("sbom: SPDX 2.3 and CycloneDX 1.5")
 	img := sbom.Image{
 		Name: cfg.Metadata.Name, Version: cfg.Metadata.Version, RootHash: usr.RootHash,
 		Created: time.Unix(b.o.Epoch, 0), ToolVersion: b.o.ToolVersion, Files: usr.Files, Packages: rfs.Packages,
+	}
+	cache, key := b.blobCache("sbom", 8), sbomKey(img)
+	if cache != nil && key != "" {
+		spdxDoc, ok1 := cache.Get(key + "-spdx.json")
+		cdxDoc, ok2 := cache.Get(key + "-cdx.json")
+		if ok1 && ok2 {
+			return &sbomFiles{SPDX: spdxDoc, CycloneDX: cdxDoc}, nil
+		}
 	}
 	var spdxBuf, cdxBuf bytes.Buffer
 	if err := sbom.WriteSPDX(&spdxBuf, img); err != nil {
@@ -572,7 +584,28 @@ func (b *builder) sboms(rfs *rootTree, usr *usrImage) (*sbomFiles, error) {
 	if err := sbom.WriteCycloneDX(&cdxBuf, img); err != nil {
 		return nil, fmt.Errorf("sbom: %w", err)
 	}
+	if cache != nil && key != "" {
+		// A cache that cannot be written only costs the next build time.
+		_ = cache.Put(key+"-spdx.json", spdxBuf.Bytes())
+		_ = cache.Put(key+"-cdx.json", cdxBuf.Bytes())
+	}
 	return &sbomFiles{SPDX: spdxBuf.Bytes(), CycloneDX: cdxBuf.Bytes()}, nil
+}
+
+// sbomKey names the SBOMs of img by a digest of every field of img (gob
+// encodes them all, in order) and of the code that writes them
+// (blobcache.CodeID); "" when the code cannot be named.
+func sbomKey(img sbom.Image) string {
+	code, err := blobcache.CodeID()
+	if err != nil {
+		return ""
+	}
+	h := sha256.New()
+	fmt.Fprintf(h, "sbom\x00%s\x00", code)
+	if err := gob.NewEncoder(h).Encode(img); err != nil {
+		return ""
+	}
+	return "sbom-" + hex.EncodeToString(h.Sum(nil))
 }
 
 // outputs writes the small outputs to the staging directory, then moves

@@ -13,6 +13,8 @@ package blobcache
 import (
 	"bytes"
 	"crypto/sha256"
+	"debug/elf"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -152,10 +154,12 @@ var codeID struct {
 	err  error
 }
 
-// CodeID returns the SHA-256 of the running executable, in hex. A key that
-// includes it names the code that computed the result, so that no change to
-// osguard, or to a library it is built with, can reuse a result that the
-// new code would compute differently. It is computed once per process.
+// CodeID names the running executable: the SHA-256, in hex, of its Go
+// build ID, whose last part the go command derives from the whole binary,
+// or of the binary itself when it has none. A key that includes it names
+// the code that computed the result, so that no change to osguard, or to a
+// library it is built with, can reuse a result that the new code would
+// compute differently. It is found once per process.
 func CodeID() (string, error) {
 	codeID.once.Do(func() {
 		exe, err := os.Executable()
@@ -163,18 +167,48 @@ func CodeID() (string, error) {
 			codeID.err = fmt.Errorf("blobcache: code id: %w", err)
 			return
 		}
-		f, err := os.Open(exe)
-		if err != nil {
-			codeID.err = fmt.Errorf("blobcache: code id: %w", err)
-			return
-		}
-		defer f.Close()
 		h := sha256.New()
-		if _, err := io.Copy(h, f); err != nil {
+		if id := goBuildID(exe); id != "" {
+			fmt.Fprintf(h, "go build ID %s", id)
+		} else if err := hashFile(h, exe); err != nil {
 			codeID.err = fmt.Errorf("blobcache: code id: %w", err)
 			return
 		}
 		codeID.id = hex.EncodeToString(h.Sum(nil))
 	})
 	return codeID.id, codeID.err
+}
+
+// goBuildID returns the Go build ID of the ELF executable at path, from
+// its .note.go.buildid section (an ELF note of name "Go" and type 4), or
+// "" when it has none.
+func goBuildID(path string) string {
+	f, err := elf.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	sec := f.Section(".note.go.buildid")
+	if sec == nil {
+		return ""
+	}
+	note, err := sec.Data()
+	if err != nil || len(note) < 16 {
+		return ""
+	}
+	nameSize, descSize, typ := binary.LittleEndian.Uint32(note), binary.LittleEndian.Uint32(note[4:]), binary.LittleEndian.Uint32(note[8:])
+	if nameSize != 4 || typ != 4 || string(note[12:16]) != "Go\x00\x00" || uint64(descSize) > uint64(len(note)-16) {
+		return ""
+	}
+	return string(note[16 : 16+descSize])
+}
+
+func hashFile(h io.Writer, path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = io.Copy(h, f)
+	return err
 }

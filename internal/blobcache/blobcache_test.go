@@ -3,7 +3,9 @@ package blobcache
 import (
 	"bytes"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -110,5 +112,20 @@ func TestCodeID(t *testing.T) {
 	b, _ := CodeID()
 	if len(a) != 64 || a != b {
 		t.Fatalf("CodeID = %q then %q", a, b)
+	}
+	// The test binary has a build ID, which go tool buildid prints too.
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("go", "tool", "buildid", exe).Output()
+	if err != nil {
+		t.Skipf("go tool buildid: %v", err)
+	}
+	if got, want := goBuildID(exe), strings.TrimSpace(string(out)); got != want || got == "" {
+		t.Fatalf("goBuildID = %q, go tool buildid says %q", got, want)
+	}
+	if id := goBuildID(filepath.Join(t.TempDir(), "none")); id != "" {
+		t.Fatalf("build ID %q of a missing file", id)
 	}
 }
