@@ -17,6 +17,7 @@ import (
 
 	"github.com/osguard/osguard/disk"
 	"github.com/osguard/osguard/internal/artifacts"
+	"github.com/osguard/osguard/internal/blobcache"
 	"github.com/osguard/osguard/pcr"
 	"github.com/osguard/osguard/verity"
 )
@@ -38,6 +39,13 @@ type BuildOptions struct {
 	Progress io.Writer
 	// ToolVersion goes into the SBOMs.
 	ToolVersion string
+	// CacheDir is where the build keeps what a warm build reuses instead
+	// of computing it again (decompressed kernel modules, compressed
+	// initramfs archives, SBOMs); empty: the .cache of the checkout.
+	// Entries are keyed by all that decides their bytes, so they never
+	// change the outputs. (Debian packages, unpacked roots and compiled
+	// policies stay in .cache.)
+	CacheDir string
 }
 
 // Outputs of a build, in OutDir.
@@ -208,21 +216,32 @@ func Build(o BuildOptions) (*Result, error) {
 // run is the build pipeline. Each stage takes what earlier stages made and
 // returns a typed result; the stages live in stages.go. Stages that do not
 // need each other's results run at the same time (inBackground): the
-// initramfs while the rootfs is read and /usr written, the SBOMs and OVMF
-// variables while the disk is.
+// kernel, and then the initramfs, while the rootfs is read and /usr
+// written; the SELinux labels while the rootfs is read; the manifest of
+// /usr, and then the var file system, while /usr is written; the SBOMs
+// from the root hash on, beside the UKI and the disk; the OVMF variables
+// all along.
 func (b *builder) run() error {
 	keys, err := b.keys()
 	if err != nil {
 		return err
 	}
-	kern, err := b.kernel()
-	if err != nil {
-		return err
-	}
+	vars := inBackground(func() ([]byte, error) { return b.ovmfVars(keys) })
+	defer vars.wait()
+	kern := inBackground(b.kernel)
+	defer kern.wait()
 	if b.se, err = b.selinuxPolicy(); err != nil {
 		return err
 	}
-	boot := inBackground(func() (*bootFiles, error) { return b.boot(kern, keys.db()) })
+	labels := inBackground(b.se.labels)
+	defer labels.wait()
+	boot := inBackground(func() (*bootFiles, error) {
+		k, err := kern.wait()
+		if err != nil {
+			return nil, err
+		}
+		return b.boot(k, keys.db())
+	})
 	defer boot.wait()
 	osRelease := b.osRelease()
 	rfs, err := b.rootfs(osRelease)
@@ -230,32 +249,50 @@ func (b *builder) run() error {
 		return err
 	}
 	defer rfs.Close()
+	usrFS, err := usrTree(rfs.Root)
+	if err != nil {
+		return fmt.Errorf("rootfs: %w", err)
+	}
+	man := inBackground(func() (*usrManifest, error) { return b.manifest(usrFS, rfs.digests) })
+	defer man.wait()
+	varFS := inBackground(func() (*os.File, error) { return b.varImage(man) })
+	defer func() {
+		if f, _ := varFS.wait(); f != nil {
+			f.Close()
+		}
+	}()
 	img, err := os.Create(filepath.Join(b.stage, DiskFile))
 	if err != nil {
 		return fmt.Errorf("disk: %w", err)
 	}
 	defer img.Close()
-	usr, err := b.usr(rfs, img, keys.db())
-	if err != nil {
-		return err
-	}
-	bf, err := boot.wait()
-	if err != nil {
-		return err
-	}
-	u, err := b.uki(kern, bf.Initramfs, osRelease, usr, keys.db())
-	if err != nil {
-		return err
-	}
-	measurements, err := b.measurements(kern, usr, bf.Policy, u, keys)
+	usr, err := b.usr(usrFS, man, labels, img, keys.db())
 	if err != nil {
 		return err
 	}
 	sboms := inBackground(func() (*sbomFiles, error) { return b.sboms(rfs, usr) })
 	defer sboms.wait()
-	vars := inBackground(func() ([]byte, error) { return b.ovmfVars(keys) })
-	defer vars.wait()
-	if err := b.disk(img, u.Signed, measurements, usr); err != nil {
+	bf, err := boot.wait()
+	if err != nil {
+		return err
+	}
+	k, err := kern.wait()
+	if err != nil {
+		return err
+	}
+	u, err := b.uki(k, bf.Initramfs, osRelease, usr, keys.db())
+	if err != nil {
+		return err
+	}
+	measurements, err := b.measurements(k, usr, bf.Policy, u, keys)
+	if err != nil {
+		return err
+	}
+	vf, err := varFS.wait()
+	if err != nil {
+		return fmt.Errorf("disk: %w", err)
+	}
+	if err := b.disk(img, u.Signed, measurements, usr, vf); err != nil {
 		return err
 	}
 	sb, err := sboms.wait()
@@ -297,6 +334,21 @@ func (bg *background[T]) wait() (T, error) {
 	return bg.v, bg.err
 }
 
+// blobCache returns the cache directory name under CacheDir (or the .cache
+// of the checkout), which keeps at most max entries, or nil when there is
+// no such place: then the build computes everything.
+func (b *builder) blobCache(name string, max int) *blobcache.Dir {
+	top := b.o.CacheDir
+	if top == "" {
+		p, err := artifacts.Path()
+		if err != nil {
+			return nil
+		}
+		top = filepath.Dir(p)
+	}
+	return &blobcache.Dir{Path: filepath.Join(top, filepath.FromSlash(name)), MaxEntries: max}
+}
+
 // ovmfVarsTemplate is Debian's empty OVMF variable store.
 const ovmfVarsTemplate = "/usr/share/OVMF/OVMF_VARS_4M.fd"
 
@@ -332,8 +384,9 @@ func derivedGUID(seed [32]byte, label string) disk.GUID {
 func roundMiB(n int64) int64 { return (n + (1<<20 - 1)) &^ (1<<20 - 1) }
 
 // writeDisk writes the GPT and the partitions around usr slot A, which the
-// usr stage wrote into img already.
-func (b *builder) writeDisk(img *os.File, signedUKI, measurements []byte, u *usrImage) error {
+// usr stage wrote into img already; varFS is the var file system, nil when
+// the layout has none.
+func (b *builder) writeDisk(img *os.File, signedUKI, measurements []byte, u *usrImage, varFS *os.File) error {
 	vres, seed := u.Verity, u.Seed
 	lay := b.cfg.Spec.Layout
 	espSize, _ := ParseSize(lay.ESPSize)
@@ -356,16 +409,18 @@ func (b *builder) writeDisk(img *os.File, signedUKI, measurements []byte, u *usr
 	hashPart := roundMiB(hashBytes + hashBytes/4 + (64 << 10))
 	sigPart := int64(1 << 20)
 
-	esp, err := disk.ESP(disk.FATOptions{Size: espSize, Label: "ESP", VolumeID: uint32(seed[0])<<24 | uint32(seed[1])<<16 | uint32(seed[2])<<8 | uint32(seed[3])},
-		disk.File{Path: "/EFI/BOOT/BOOTX64.EFI", Data: signedUKI},
-		disk.File{Path: ESPMeasurementsPath, Data: measurements})
-	if err != nil {
+	// The ESP is written in place, the first partition: only what the
+	// FAT holds is written, the rest of its 64 MB stays a hole of img.
+	espAt := disk.Start()
+	if err := disk.WriteFAT32(io.NewOffsetWriter(img, espAt),
+		disk.FATOptions{Size: espSize, Label: "ESP", VolumeID: uint32(seed[0])<<24 | uint32(seed[1])<<16 | uint32(seed[2])<<8 | uint32(seed[3])},
+		[]disk.File{{Path: "/EFI/BOOT/BOOTX64.EFI", Data: signedUKI}, {Path: ESPMeasurementsPath, Data: measurements}}); err != nil {
 		return fmt.Errorf("ESP: %w", err)
 	}
 	usrUUID, verityUUID := dpsUUIDs(vres.RootHash)
 	parts := []disk.Partition{
-		{TypeGUID: disk.TypeESP, UUID: derivedGUID(seed, "esp"), Name: "ESP", Size: int64(len(esp)), Content: bytes.NewReader(esp), ContentSize: int64(len(esp))},
-		// No content: the EROFS image is in place.
+		// No content for the ESP and usr-A: both are in place.
+		{TypeGUID: disk.TypeESP, UUID: derivedGUID(seed, "esp"), Name: "ESP", Size: espSize},
 		{TypeGUID: disk.TypeUsrX86_64, UUID: usrUUID, Name: "usr-A", Size: usrPart},
 		{TypeGUID: disk.TypeUsrX86_64Verity, UUID: verityUUID, Name: "usr-A-verity", Size: hashPart, Content: bytes.NewReader(u.Hash), ContentSize: int64(len(u.Hash))},
 		{TypeGUID: disk.TypeUsrX86_64VeritySig, UUID: derivedGUID(seed, "usr-A-verity-sig"), Name: "usr-A-verity-sig", Size: sigPart, Content: bytes.NewReader(u.SigJSON), ContentSize: int64(len(u.SigJSON))},
@@ -377,27 +432,37 @@ func (b *builder) writeDisk(img *os.File, signedUKI, measurements []byte, u *usr
 			disk.Partition{TypeGUID: disk.TypeUsrX86_64VeritySig, UUID: derivedGUID(seed, "usr-B-verity-sig"), Name: "usr-B-verity-sig", Size: sigPart},
 		)
 	}
-	if varSize > 0 {
-		varUUID := derivedGUID(seed, "var")
-		varImg := filepath.Join(b.stage, "var.ext4")
-		if err := mkfsExt4(varImg, varSize, varUUID, b.o.Epoch); err != nil {
-			return fmt.Errorf("var: %w", err)
-		}
-		vf, err := os.Open(varImg)
-		if err != nil {
-			return err
-		}
-		defer vf.Close()
-		parts = append(parts, disk.Partition{TypeGUID: disk.TypeVar, UUID: varUUID, Name: "var", Size: varSize, Content: vf, ContentSize: varSize})
+	if varFS != nil {
+		parts = append(parts, disk.Partition{TypeGUID: disk.TypeVar, UUID: derivedGUID(seed, "var"), Name: "var", Size: varSize, Content: varFS, ContentSize: varSize})
 	}
 	placed, err := disk.Build(img, disk.Layout{DiskGUID: derivedGUID(seed, "disk"), Partitions: parts})
 	if err != nil {
 		return err
 	}
-	if placed[1].Offset() != u.Offset {
-		return fmt.Errorf("internal error: usr-A placed at %d, the image was written at %d", placed[1].Offset(), u.Offset)
+	if placed[0].Offset() != espAt || placed[1].Offset() != u.Offset {
+		return fmt.Errorf("internal error: ESP and usr-A placed at %d and %d, written at %d and %d", placed[0].Offset(), placed[1].Offset(), espAt, u.Offset)
 	}
 	return img.Close()
+}
+
+// varImage makes the empty ext4 file system of the var partition in the
+// staging directory and opens it, nil when the layout has none. Its UUID
+// derives from the seed, so it waits for the manifest stage, and runs
+// beside the usr stage.
+func (b *builder) varImage(man *background[*usrManifest]) (*os.File, error) {
+	varSize, _ := ParseSize(b.cfg.Spec.Layout.VarSize)
+	if varSize <= 0 {
+		return nil, nil
+	}
+	m, err := man.wait()
+	if err != nil {
+		return nil, err
+	}
+	p := filepath.Join(b.stage, "var.ext4")
+	if err := mkfsExt4(p, varSize, derivedGUID(m.Seed, "var"), b.o.Epoch); err != nil {
+		return nil, fmt.Errorf("var: %w", err)
+	}
+	return os.Open(p)
 }
 
 // memFile is a fixed-size in-memory io.WriterAt.

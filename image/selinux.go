@@ -42,8 +42,9 @@ type sePolicy struct {
 	FileContexts []byte
 	// SubsDist is file_contexts.subs_dist (path aliases), may be empty.
 	SubsDist []byte
-	// Labeler labels /usr.
-	Labeler *selinux.Contexts
+	// fcPath is the file_contexts file on disk, which labels loads to
+	// label /usr.
+	fcPath string
 	// Etc holds the files of /etc/selinux a Debian root gets (path without
 	// leading slash to content): config, the file contexts and the policy,
 	// which the package's postinst would have written.
@@ -81,10 +82,22 @@ func (b *builder) selinuxPolicy() (*sePolicy, error) {
 	if p.SubsDist, err = os.ReadFile(fcPath + ".subs_dist"); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("selinux: %w", err)
 	}
-	if p.Labeler, err = selinux.LoadFileContexts(fcPath); err != nil {
+	p.fcPath = fcPath
+	return p, nil
+}
+
+// labels loads the file contexts that label /usr (none when p is nil:
+// SELinux is off). Every regex is compiled, so that a bad one fails the
+// build rather than the node's libselinux.
+func (p *sePolicy) labels() (*selinux.Contexts, error) {
+	if p == nil {
+		return nil, nil
+	}
+	c, err := selinux.LoadFileContexts(p.fcPath)
+	if err != nil {
 		return nil, fmt.Errorf("selinux: %w", err)
 	}
-	return p, nil
+	return c, nil
 }
 
 // debianSELinuxPolicy compiles selinux-policy-NAME of the rootfs's suite
@@ -138,9 +151,7 @@ func (b *builder) debianSELinuxPolicy() (*sePolicy, error) {
 	} else {
 		b.step("selinux: %s (%s) compiled before (%s)", polPkg, pkgVersion(pkgs, polPkg), filepath.Base(dir))
 	}
-	if p.Labeler, err = selinux.LoadFileContexts(filepath.Join(dir, "file_contexts")); err != nil {
-		return nil, fmt.Errorf("selinux: %w", err)
-	}
+	p.fcPath = filepath.Join(dir, "file_contexts")
 	et := "etc/selinux/" + s.DebianPolicy + "/"
 	p.Etc = map[string][]byte{
 		"etc/selinux/config":                                         []byte(fmt.Sprintf("# Written by osguard build: the policy is loaded by osguard-init.\nSELINUX=%s\nSELINUXTYPE=%s\n", s.Mode, s.DebianPolicy)),

@@ -3,6 +3,7 @@ package image
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/gob"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -18,10 +19,12 @@ import (
 	"github.com/osguard/osguard/initrd"
 	"github.com/osguard/osguard/initrd/bootconfig"
 	"github.com/osguard/osguard/internal/artifacts"
+	"github.com/osguard/osguard/internal/blobcache"
 	"github.com/osguard/osguard/ipe"
 	"github.com/osguard/osguard/pcr"
 	"github.com/osguard/osguard/sbom"
 	"github.com/osguard/osguard/secureboot"
+	"github.com/osguard/osguard/selinux"
 	"github.com/osguard/osguard/uki"
 	"github.com/osguard/osguard/verity"
 )
@@ -102,6 +105,9 @@ func (b *builder) kernel() (*buildKernel, error) {
 	}
 	if err != nil {
 		return nil, fmt.Errorf("kernel: %w", err)
+	}
+	if c := b.blobCache("initrd/modules", 512); c != nil {
+		kernel.Cache = c
 	}
 	stubPath := cfg.Path(cfg.Spec.Kernel.Stub)
 	if stubPath == "" {
@@ -252,14 +258,32 @@ type usrImage struct {
 	Files []sbom.File // every regular file of /usr, hashed
 }
 
-// usr writes /usr as EROFS (with SELinux labels) straight into usr slot A
-// of img, its dm-verity tree, and the root hash's signature by db.
-func (b *builder) usr(rfs *rootTree, img *os.File, db secureboot.KeyPair) (*usrImage, error) {
-	cfg, epoch := b.cfg, b.o.Epoch
-	usr, err := usrTree(rfs.Root)
+// usrManifest is what the build learns by hashing the files of /usr: the
+// SBOM's file list and the seed.
+type usrManifest struct {
+	Files []sbom.File
+	// Seed derives from everything that decides the usr image's bytes;
+	// UUIDs, salts and the FAT volume ID come from it.
+	Seed [32]byte
+}
+
+// manifest digests the files of /usr (taking what the rootfs's digest cache
+// knows) and derives the seed. It runs beside the usr stage, which needs
+// the seed only for the superblock it writes last.
+func (b *builder) manifest(usr *erofs.Tree, digests *digestCache) (*usrManifest, error) {
+	files, manifest, err := hashFiles(usr, digests)
 	if err != nil {
-		return nil, fmt.Errorf("rootfs: %w", err)
+		return nil, fmt.Errorf("sbom: %w", err)
 	}
+	return &usrManifest{Files: files, Seed: b.usrSeed(manifest)}, nil
+}
+
+// usr writes /usr as EROFS (with SELinux labels) straight into usr slot A
+// of img, its dm-verity tree, and the root hash's signature by db. man is
+// the manifest stage, running meanwhile; labels loads the labels of
+// SELinux's file contexts, none when SELinux is off.
+func (b *builder) usr(usr *erofs.Tree, man *background[*usrManifest], labels *background[*selinux.Contexts], img *os.File, db secureboot.KeyPair) (*usrImage, error) {
+	cfg, epoch := b.cfg, b.o.Epoch
 	espSize, err := ParseSize(cfg.Spec.Layout.ESPSize)
 	if err != nil {
 		return nil, fmt.Errorf("layout: %w", err)
@@ -267,30 +291,22 @@ func (b *builder) usr(rfs *rootTree, img *os.File, db secureboot.KeyPair) (*usrI
 	u := &usrImage{Offset: disk.Start(espSize)} // slot A follows the ESP
 
 	b.step("usr: writing the EROFS image; sbom: hashing the files of /usr")
-	// The digests (for the SBOM and the seed) are taken on the other core
-	// while the image is written; the writer asks for the UUID, which
-	// derives from the seed, only once all data is out.
-	type hashed struct {
-		files    []sbom.File
-		manifest []byte
-	}
-	hashing := inBackground(func() (hashed, error) {
-		files, manifest, err := hashFiles(usr, rfs.digests)
-		return hashed{files, manifest}, err
-	})
-	defer hashing.wait()
+	// The manifest stage digests the files meanwhile; the writer asks for
+	// the UUID, which derives from the seed, only once all data is out.
 	var labeler erofs.Labeler
-	if b.se != nil {
-		labeler = b.se.Labeler
+	if c, err := labels.wait(); err != nil {
+		return nil, err
+	} else if c != nil {
+		labeler = c
 	}
 	u.Size, err = usr.WriteImage(img, erofs.Options{
 		At: u.Offset, BuildTime: epoch, Label: "usr", Labeler: labeler, MountPoint: "/usr", ClampMtime: true,
 		UUIDFrom: func() ([16]byte, error) {
-			h, err := hashing.wait()
+			m, err := man.wait()
 			if err != nil {
-				return [16]byte{}, fmt.Errorf("sbom: %w", err)
+				return [16]byte{}, err
 			}
-			u.Files, u.Seed = h.files, b.usrSeed(h.manifest)
+			u.Files, u.Seed = m.Files, m.Seed
 			return verity.DeriveUUID(append([]byte("erofs-usr"), u.Seed[:]...)), nil
 		},
 	})
@@ -416,13 +432,17 @@ func (b *builder) initrd(kern *buildKernel, pol *buildPolicy) ([]byte, error) {
 	if cfg.Spec.Flavour == FlavourStandard {
 		ipePolicy = nil // the standard flavour loads no IPE policy
 	}
-	var initramfs bytes.Buffer
-	if err := initrd.Build(initrd.Options{
+	opts := initrd.Options{
 		Kernel: kern.Kernel, Modules: cfg.Spec.Kernel.Extra, InitPath: initBin,
 		Policy: ipePolicy, SELinuxPolicy: sePolicy, Add: add,
 		Config: bootconfig.Config{IPE: cfg.Spec.IPE.Mode, SELinux: cfg.Spec.SELinux.Mode, VerityOnCorruption: "restart", Init: cfg.Spec.Rootfs.Init},
 		MTime:  b.o.Epoch,
-	}, &initramfs); err != nil {
+	}
+	if c := b.blobCache("initrd/archives", 16); c != nil {
+		opts.Cache = c
+	}
+	var initramfs bytes.Buffer
+	if err := initrd.Build(opts, &initramfs); err != nil {
 		return nil, fmt.Errorf("initrd: %w", err)
 	}
 	return initramfs.Bytes(), nil
@@ -455,12 +475,12 @@ func (b *builder) uki(kern *buildKernel, initramfs []byte, osRelease string, usr
 	u := &buildUKI{Cmdline: strings.Join(cmdline, " ")}
 	ukiBytes, err := uki.Build(uki.Options{
 		Stub: kern.Stub, Linux: kern.Vmlinuz, Initrds: [][]byte{initramfs},
-		Cmdline: u.Cmdline, OSRelease: osRelease, Uname: kern.Version,
+		Cmdline: u.Cmdline, OSRelease: osRelease, Uname: kern.Version, Spare: secureboot.CertTableRoom,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("uki: %w", err)
 	}
-	if u.Signed, err = secureboot.SignPE(ukiBytes, db.Key, db.Cert); err != nil {
+	if u.Signed, err = secureboot.SignPEInPlace(ukiBytes, db.Key, db.Cert); err != nil {
 		return nil, fmt.Errorf("uki: sign: %w", err)
 	}
 	if u.PCR, err = pcr.PredictUKI(u.Signed); err != nil {
@@ -510,9 +530,9 @@ func (b *builder) measurements(kern *buildKernel, usr *usrImage, pol *buildPolic
 // disk writes the rest of disk.raw in the staging directory around usr
 // slot A: GPT, the ESP with the UKI and measurements.json, the verity
 // partitions, an empty slot B, var.
-func (b *builder) disk(img *os.File, signedUKI, measurements []byte, usr *usrImage) error {
+func (b *builder) disk(img *os.File, signedUKI, measurements []byte, usr *usrImage, varFS *os.File) error {
 	b.step("disk: GPT, ESP, usr A/B, var")
-	if err := b.writeDisk(img, signedUKI, measurements, usr); err != nil {
+	if err := b.writeDisk(img, signedUKI, measurements, usr, varFS); err != nil {
 		return fmt.Errorf("disk: %w", err)
 	}
 	return nil
@@ -539,13 +559,23 @@ func (b *builder) ovmfVars(keys *buildKeys) ([]byte, error) {
 // sbomFiles are the SPDX 2.3 and CycloneDX 1.5 documents.
 type sbomFiles struct{ SPDX, CycloneDX []byte }
 
-// sboms returns the SPDX 2.3 and CycloneDX 1.5 documents.
+// sboms returns the SPDX 2.3 and CycloneDX 1.5 documents, from the cache
+// when an earlier build wrote them for the same image with the same code:
+// 10 MB of JSON take a quarter of a second of CPU to write.
 func (b *builder) sboms(rfs *rootTree, usr *usrImage) (*sbomFiles, error) {
 	cfg := b.cfg
 	b.step("sbom: SPDX 2.3 and CycloneDX 1.5")
 	img := sbom.Image{
 		Name: cfg.Metadata.Name, Version: cfg.Metadata.Version, RootHash: usr.RootHash,
 		Created: time.Unix(b.o.Epoch, 0), ToolVersion: b.o.ToolVersion, Files: usr.Files, Packages: rfs.Packages,
+	}
+	cache, key := b.blobCache("sbom", 8), sbomKey(img)
+	if cache != nil && key != "" {
+		spdxDoc, ok1 := cache.Get(key + "-spdx.json")
+		cdxDoc, ok2 := cache.Get(key + "-cdx.json")
+		if ok1 && ok2 {
+			return &sbomFiles{SPDX: spdxDoc, CycloneDX: cdxDoc}, nil
+		}
 	}
 	var spdxBuf, cdxBuf bytes.Buffer
 	if err := sbom.WriteSPDX(&spdxBuf, img); err != nil {
@@ -554,7 +584,28 @@ func (b *builder) sboms(rfs *rootTree, usr *usrImage) (*sbomFiles, error) {
 	if err := sbom.WriteCycloneDX(&cdxBuf, img); err != nil {
 		return nil, fmt.Errorf("sbom: %w", err)
 	}
+	if cache != nil && key != "" {
+		// A cache that cannot be written only costs the next build time.
+		_ = cache.Put(key+"-spdx.json", spdxBuf.Bytes())
+		_ = cache.Put(key+"-cdx.json", cdxBuf.Bytes())
+	}
 	return &sbomFiles{SPDX: spdxBuf.Bytes(), CycloneDX: cdxBuf.Bytes()}, nil
+}
+
+// sbomKey names the SBOMs of img by a digest of every field of img (gob
+// encodes them all, in order) and of the code that writes them
+// (blobcache.CodeID); "" when the code cannot be named.
+func sbomKey(img sbom.Image) string {
+	code, err := blobcache.CodeID()
+	if err != nil {
+		return ""
+	}
+	h := sha256.New()
+	fmt.Fprintf(h, "sbom\x00%s\x00", code)
+	if err := gob.NewEncoder(h).Encode(img); err != nil {
+		return ""
+	}
+	return "sbom-" + hex.EncodeToString(h.Sum(nil))
 }
 
 // outputs writes the small outputs to the staging directory, then moves

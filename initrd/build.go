@@ -3,6 +3,7 @@ package initrd
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"github.com/ulikunitz/xz"
 
 	"github.com/osguard/osguard/initrd/bootconfig"
+	"github.com/osguard/osguard/internal/blobcache"
 )
 
 // Compression names accepted in Options.Compression.
@@ -67,6 +69,11 @@ type Options struct {
 	Compression string
 	// MTime is the mtime of every member (SOURCE_DATE_EPOCH); 0 by default.
 	MTime int64
+
+	// Cache, when set, keeps compressed archives by the digest of the
+	// archive and of the code that compressed it (blobcache.CodeID), so
+	// that a warm build, whose archive is the same, compresses nothing.
+	Cache Cache
 }
 
 // Build writes the compressed initramfs described by opts to w.
@@ -75,7 +82,44 @@ func Build(opts Options, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return Write(a, opts.Compression, opts.MTime, w)
+	if opts.Cache == nil || opts.Compression == CompressNone {
+		return Write(a, opts.Compression, opts.MTime, w)
+	}
+	return writeCached(a, opts, w)
+}
+
+// writeCached is Write through opts.Cache. The key covers every byte of
+// the uncompressed archive and the executable that compresses it, so a
+// kept entry is the bytes Write would give.
+func writeCached(a *Archive, opts Options, w io.Writer) error {
+	code, err := blobcache.CodeID()
+	if err != nil {
+		return Write(a, opts.Compression, opts.MTime, w)
+	}
+	h := sha256.New()
+	if _, err := a.WriteTo(h, opts.MTime); err != nil {
+		return err
+	}
+	key := fmt.Sprintf("initramfs-%s-%x-%s", orZstd(opts.Compression), h.Sum(nil), code)
+	if b, ok := opts.Cache.Get(key); ok {
+		_, err := w.Write(b)
+		return err
+	}
+	var out bytes.Buffer
+	if err := Write(a, opts.Compression, opts.MTime, &out); err != nil {
+		return err
+	}
+	// A cache that cannot be written only costs the next build time.
+	_ = opts.Cache.Put(key, out.Bytes())
+	_, err = w.Write(out.Bytes())
+	return err
+}
+
+func orZstd(compression string) string {
+	if compression == "" {
+		return CompressZstd
+	}
+	return compression
 }
 
 // Write writes a with the named compression.

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/osguard/osguard/initrd/bootconfig"
+	"github.com/osguard/osguard/internal/blobcache"
 	"github.com/osguard/osguard/internal/testutil"
 )
 
@@ -157,5 +158,86 @@ func TestPolicyNameFromOpenSSL(t *testing.T) {
 	}
 	if _, err := PolicyNameFromP7([]byte("not der")); err == nil {
 		t.Fatal("garbage accepted")
+	}
+}
+
+// countingCache is a blobcache.Dir that counts its hits and misses.
+type countingCache struct {
+	*blobcache.Dir
+	hits, misses int
+}
+
+func (c *countingCache) Get(key string) ([]byte, bool) {
+	b, ok := c.Dir.Get(key)
+	if ok {
+		c.hits++
+	} else {
+		c.misses++
+	}
+	return b, ok
+}
+
+// TestBuildCached checks that the module and archive caches change no byte
+// of the initramfs, cold, warm, and with every entry damaged, and that a
+// warm build takes everything from them.
+func TestBuildCached(t *testing.T) {
+	art := testutil.Artifacts(t)
+	dir := t.TempDir()
+	opts := Options{Init: []byte("\x7fELF fake init"), SELinuxPolicy: []byte("selinux"), Config: bootconfig.Config{IPE: bootconfig.IPEAudit}}
+	build := func(c Cache) []byte {
+		t.Helper()
+		k, err := OpenDir(art.KernelRoot)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k.Cache, opts.Kernel, opts.Cache = c, k, c
+		if c == nil {
+			opts.Cache = nil
+		}
+		var out bytes.Buffer
+		if err := Build(opts, &out); err != nil {
+			t.Fatal(err)
+		}
+		return out.Bytes()
+	}
+	want := build(nil)
+	cache := &countingCache{Dir: &blobcache.Dir{Path: dir}}
+	if got := build(cache); !bytes.Equal(got, want) {
+		t.Fatal("a cold cached build differs from an uncached one")
+	}
+	// A module the closure met as an alias candidate first is read twice,
+	// the second time from the cache.
+	if cache.misses == 0 {
+		t.Fatal("cold build: no misses")
+	}
+	cold := *cache
+	cache.hits, cache.misses = 0, 0
+	if got := build(cache); !bytes.Equal(got, want) {
+		t.Fatal("a warm cached build differs from an uncached one")
+	}
+	if cache.misses != 0 || cache.hits == 0 {
+		t.Fatalf("warm build: %d hits, %d misses", cache.hits, cache.misses)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		p := filepath.Join(dir, e.Name())
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b[len(b)/2] ^= 0x55
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cache.hits, cache.misses = 0, 0
+	if got := build(cache); !bytes.Equal(got, want) {
+		t.Fatal("a build over damaged cache entries differs from an uncached one")
+	}
+	if cache.hits != cold.hits || cache.misses != cold.misses {
+		t.Fatalf("build over damaged entries: %d hits, %d misses, want the cold build's %d and %d", cache.hits, cache.misses, cold.hits, cold.misses)
 	}
 }

@@ -52,7 +52,7 @@ func (k *Kernel) Closure(wanted []string) ([]string, error) {
 		}
 		state[name] = visiting
 		chain = append(chain, name)
-		mi, err := k.ModInfo(name)
+		mi, err := k.modInfo(name, true)
 		if err != nil {
 			return err
 		}

@@ -1,6 +1,7 @@
 package initrd
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -24,8 +25,23 @@ type Kernel struct {
 	modules map[string]string // module name (dashes as underscores) -> path in tree
 	builtin map[string]bool   // modules.builtin, same naming
 
+	// Cache, when set, keeps decompressed modules by the SHA-256 of their
+	// compressed file, so that a warm build decompresses none: xz is most
+	// of the time an initramfs takes to build.
+	Cache Cache
+
 	mu   sync.Mutex
 	info map[string]*ModInfo // by module name
+	// kept holds the decompressed modules of the last Closure until
+	// ModuleData hands them out, so that Assemble decompresses each once.
+	kept map[string][]byte
+}
+
+// Cache keeps results under keys that name everything that decides them
+// (internal/blobcache.Dir is one). Get must miss on a damaged entry.
+type Cache interface {
+	Get(key string) ([]byte, bool)
+	Put(key string, data []byte) error
 }
 
 // tree is the read side of a kernel package: regular files by slash path.
@@ -103,7 +119,7 @@ func OpenDir(root string) (*Kernel, error) {
 }
 
 func newKernel(t tree) (*Kernel, error) {
-	k := &Kernel{tree: t, modules: map[string]string{}, builtin: map[string]bool{}, info: map[string]*ModInfo{}}
+	k := &Kernel{tree: t, modules: map[string]string{}, builtin: map[string]bool{}, info: map[string]*ModInfo{}, kept: map[string][]byte{}}
 	var versions []string
 	for _, n := range t.names() {
 		if v, ok := strings.CutPrefix(n, "boot/vmlinuz-"); ok {
@@ -178,8 +194,23 @@ func (k *Kernel) ModulePath(name string) (string, bool) {
 // Builtin reports whether module name is built into the kernel image.
 func (k *Kernel) Builtin(name string) bool { return k.builtin[normalizeName(name)] }
 
-// ModuleData returns the uncompressed ELF of module name.
+// ModuleData returns the uncompressed ELF of module name. The caller owns
+// it: a module that Closure decompressed is handed out once, then read
+// again.
 func (k *Kernel) ModuleData(name string) ([]byte, error) {
+	name = normalizeName(name)
+	k.mu.Lock()
+	elf, ok := k.kept[name]
+	delete(k.kept, name)
+	k.mu.Unlock()
+	if ok {
+		return elf, nil
+	}
+	return k.readModule(name)
+}
+
+// readModule reads and decompresses module name.
+func (k *Kernel) readModule(name string) ([]byte, error) {
 	p, ok := k.ModulePath(name)
 	if !ok {
 		return nil, fmt.Errorf("initrd: module %s: %w", name, ErrNoModule)
@@ -188,9 +219,31 @@ func (k *Kernel) ModuleData(name string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("initrd: module %s: %w", name, err)
 	}
-	elf, err := decompressModule(p, raw)
+	elf, err := k.decompress(p, raw)
 	if err != nil {
 		return nil, fmt.Errorf("initrd: module %s: %w", name, err)
 	}
+	return elf, nil
+}
+
+// decompress returns the uncompressed module of file p, whose bytes are
+// raw, from k.Cache when it has it. The key is the digest of the
+// compressed bytes and their format: decompression is a function of them
+// alone.
+func (k *Kernel) decompress(p string, raw []byte) ([]byte, error) {
+	format := strings.TrimPrefix(path.Ext(p), ".")
+	if k.Cache == nil || strings.HasSuffix(p, ".ko") {
+		return decompressModule(p, raw)
+	}
+	key := fmt.Sprintf("ko-%s-%x", format, sha256.Sum256(raw))
+	if elf, ok := k.Cache.Get(key); ok {
+		return elf, nil
+	}
+	elf, err := decompressModule(p, raw)
+	if err != nil {
+		return nil, err
+	}
+	// A cache that cannot be written only costs the next build time.
+	_ = k.Cache.Put(key, elf)
 	return elf, nil
 }

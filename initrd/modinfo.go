@@ -135,6 +135,12 @@ func parseModInfoStrings(data []byte) *ModInfo {
 
 // ModInfo returns the parsed .modinfo of module name (cached).
 func (k *Kernel) ModInfo(name string) (*ModInfo, error) {
+	return k.modInfo(name, false)
+}
+
+// modInfo is ModInfo; keep holds on to the decompressed module for
+// ModuleData, which Assemble calls next for every module of the closure.
+func (k *Kernel) modInfo(name string, keep bool) (*ModInfo, error) {
 	name = normalizeName(name)
 	k.mu.Lock()
 	mi := k.info[name]
@@ -142,7 +148,7 @@ func (k *Kernel) ModInfo(name string) (*ModInfo, error) {
 	if mi != nil {
 		return mi, nil
 	}
-	ko, err := k.ModuleData(name)
+	ko, err := k.readModule(name)
 	if err != nil {
 		return nil, err
 	}
@@ -155,6 +161,9 @@ func (k *Kernel) ModInfo(name string) (*ModInfo, error) {
 	}
 	k.mu.Lock()
 	k.info[name] = mi
+	if keep {
+		k.kept[name] = ko
+	}
 	k.mu.Unlock()
 	return mi, nil
 }

@@ -17,7 +17,7 @@ type NewSection struct {
 // Clone returns an Image over a copy of the data, for writing.
 func (im *Image) Clone() *Image {
 	c := *im
-	c.data = slices.Clone(im.data)
+	c.data, c.spare = slices.Clone(im.data), false
 	c.Sections = slices.Clone(im.Sections)
 	return &c
 }
@@ -86,10 +86,8 @@ func (im *Image) Append(s NewSection) error {
 	im.SizeOfHdrs = uint32(alignUp(uint64(im.SizeOfHdrs), uint64(im.FileAlign)))
 	binary.LittleEndian.PutUint32(im.data[im.optOff+60:], im.SizeOfHdrs)
 
-	grown := make([]byte, raw+rawSize)
-	copy(grown, im.data)
-	copy(grown[raw:], s.Data)
-	im.data = grown
+	im.extend(int(raw + rawSize))
+	copy(im.data[raw:], s.Data)
 	im.writeHeader(len(im.Sections), h)
 	im.Sections = append(im.Sections, h)
 	binary.LittleEndian.PutUint16(im.data[im.peOff+6:], uint16(len(im.Sections)))
@@ -100,6 +98,30 @@ func (im *Image) Append(s NewSection) error {
 	binary.LittleEndian.PutUint32(im.data[im.optOff+8:], sid+h.VirtualSize)
 	im.finish()
 	return nil
+}
+
+// Grow makes room for n more bytes of section data (alignment padding
+// included), so that the Appends that follow do not copy the whole image
+// each: a UKI's sections are tens of MB.
+func (im *Image) Grow(n int) {
+	if n <= 0 || im.spare && cap(im.data)-len(im.data) >= n {
+		return
+	}
+	d := make([]byte, len(im.data), len(im.data)+n)
+	copy(d, im.data)
+	im.data, im.spare = d, true
+}
+
+// extend makes data n bytes long, the new bytes zero: in place when Grow
+// left room, else in a copy.
+func (im *Image) extend(n int) {
+	if im.spare && n <= cap(im.data) {
+		im.data = im.data[:n] // zero already: nothing writes beyond the length
+		return
+	}
+	grown := make([]byte, n)
+	copy(grown, im.data)
+	im.data, im.spare = grown, false
 }
 
 // Replace swaps the content of the existing section name for data, in

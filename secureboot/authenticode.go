@@ -11,6 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+
+	"github.com/osguard/osguard/pe"
 )
 
 // Errors of the PE Authenticode functions.
@@ -211,22 +213,49 @@ func spcIndirectDataContent(digest []byte) []byte {
 	)
 }
 
-// SignPE returns pe with an Authenticode signature by key/cert in place of
-// any signature it had, padded to 8 bytes before the certificate table, and
-// with the optional header CheckSum recomputed. The signature has the
+// SignPE returns image with an Authenticode signature by key/cert in place
+// of any signature it had, padded to 8 bytes before the certificate table,
+// and with the optional header CheckSum recomputed. The signature has the
 // authenticated attributes contentType and messageDigest and no signing
-// time, so the output is reproducible for RSA keys.
-func SignPE(pe []byte, key crypto.Signer, cert *x509.Certificate) ([]byte, error) {
-	p, err := parsePE(pe)
+// time, so the output is reproducible for RSA keys. image is not changed.
+func SignPE(image []byte, key crypto.Signer, cert *x509.Certificate) ([]byte, error) {
+	p, err := parsePE(image)
 	if err != nil {
 		return nil, err
 	}
+	// The copy has room for the padding and the certificate table, which a
+	// UKI's is of a few KB, so that the image is copied once.
+	b := make([]byte, p.certOff, int(align8(int64(p.certOff)))+CertTableRoom)
+	copy(b, image[:p.certOff])
+	return sign(b, p.secDirOff, key, cert)
+}
+
+// SignPEInPlace is SignPE on image itself, which it changes and which the
+// caller gives up: the signature goes into image's spare capacity when it
+// has CertTableRoom bytes of it (uki.Options.Spare), which saves a copy of
+// the image, tens of MB for a UKI.
+func SignPEInPlace(image []byte, key crypto.Signer, cert *x509.Certificate) ([]byte, error) {
+	p, err := parsePE(image)
+	if err != nil {
+		return nil, err
+	}
+	return sign(image[:p.certOff], p.secDirOff, key, cert)
+}
+
+// CertTableRoom is the room that SignPE leaves, and SignPEInPlace wants,
+// for the padding and the certificate table; a larger table only costs a
+// copy of the image.
+const CertTableRoom = 16 << 10
+
+// sign signs b, an image without its certificate table whose security
+// directory entry is at secDirOff, appending to b.
+func sign(b []byte, secDirOff int, key crypto.Signer, cert *x509.Certificate) ([]byte, error) {
 	// Drop old signatures, then pad so that no verifier needs to pad the
 	// digest input itself (edk2 does not, sbsign and osslsigncode do).
-	b := bytes.Clone(pe[:p.certOff])
 	b = append(b, make([]byte, align8(int64(len(b)))-int64(len(b)))...)
-	clear(b[p.secDirOff : p.secDirOff+8])
-	if p, err = parsePE(b); err != nil {
+	clear(b[secDirOff : secDirOff+8])
+	p, err := parsePE(b)
+	if err != nil {
 		return nil, err
 	}
 	spc := spcIndirectDataContent(p.digest())
@@ -243,39 +272,17 @@ func SignPE(pe []byte, key crypto.Signer, cert *x509.Certificate) ([]byte, error
 	binary.LittleEndian.PutUint32(b[p.secDirOff:], uint32(len(b)))
 	binary.LittleEndian.PutUint32(b[p.secDirOff+4:], uint32(len(entry)))
 	b = append(b, entry...)
-	binary.LittleEndian.PutUint32(b[p.checksumOff:], peChecksum(b, p.checksumOff))
+	binary.LittleEndian.PutUint32(b[p.checksumOff:], pe.ComputeChecksum(b, p.checksumOff))
 	return b, nil
 }
 
-// peChecksum is the optional header CheckSum as Windows' CheckSumMappedFile
-// and osslsigncode compute it: a 16-bit one's-complement-style sum of the
-// file with the CheckSum field as zero, plus the file length.
-func peChecksum(b []byte, checksumOff int) uint32 {
-	var sum uint32
-	for i := 0; i < len(b); i += 2 {
-		var w uint32
-		if i+1 < len(b) {
-			w = uint32(binary.LittleEndian.Uint16(b[i:]))
-		} else {
-			w = uint32(b[i])
-		}
-		if i == checksumOff || i == checksumOff+2 {
-			w = 0
-		}
-		sum += w
-		sum = (sum & 0xffff) + (sum >> 16)
-	}
-	sum = (sum & 0xffff) + (sum >> 16)
-	return sum + uint32(len(b))
-}
-
 // PEChecksum returns the CheckSum stored in the image and the one computed.
-func PEChecksum(pe []byte) (stored, computed uint32, err error) {
-	p, err := parsePE(pe)
+func PEChecksum(image []byte) (stored, computed uint32, err error) {
+	p, err := parsePE(image)
 	if err != nil {
 		return 0, 0, err
 	}
-	return binary.LittleEndian.Uint32(pe[p.checksumOff:]), peChecksum(pe, p.checksumOff), nil
+	return binary.LittleEndian.Uint32(image[p.checksumOff:]), pe.ComputeChecksum(image, p.checksumOff), nil
 }
 
 // authenticodeSig is one parsed Authenticode signature.

@@ -84,6 +84,17 @@ func TestSignPEOracles(t *testing.T) {
 			if !bytes.Equal(signed, again) {
 				t.Error("SignPE is not reproducible")
 			}
+			// In place, with room for the signature or without, and over an
+			// old signature, the bytes are SignPE's.
+			for _, src := range [][]byte{in, signed} {
+				for _, room := range []int{0, secureboot.CertTableRoom} {
+					buf := append(make([]byte, 0, len(src)+room), src...)
+					inPlace, err := secureboot.SignPEInPlace(buf, h.DB.Key, h.DB.Cert)
+					if err != nil || !bytes.Equal(inPlace, signed) {
+						t.Errorf("SignPEInPlace with %d bytes of room differs from SignPE (%v)", room, err)
+					}
+				}
+			}
 			f := writeTemp(t, name+".signed", signed)
 
 			// Accepted by both oracles and by VerifyPE.

@@ -20,8 +20,12 @@
 //   - Regexes are anchored at both ends and matched with "." matching
 //     newlines, as libselinux compiles them for PCRE2 (PCRE2_DOTALL).
 //   - Like libselinux's "stems", lookups only try specs whose literal
-//     prefix fits the key's first path component; this only saves time
-//     (about 5 µs a lookup on Debian's refpolicy instead of 160 µs).
+//     prefix is a prefix of the key. A regex that is a literal followed by
+//     nothing, "(/.*)?" or ".*" (seven in ten of refpolicy's) is matched by
+//     comparing strings, and the regex engine only runs on keys that hold
+//     the literals every match of the regex holds. None of this changes a
+//     result; it makes a lookup of a Debian /usr path in refpolicy about
+//     1.3 µs instead of 21 µs, and loading the file 3 times faster.
 //
 // matchpathcon(8) additionally resolves symlinks of existing paths on the
 // host with realpath(3) before the lookup; this package does not, since the

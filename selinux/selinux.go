@@ -8,6 +8,9 @@ import (
 	"io/fs"
 	"os"
 	"regexp"
+	"regexp/syntax"
+	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -68,12 +71,29 @@ type Spec struct {
 	File    string // where it came from, for messages
 	Line    int
 
-	re      *regexp.Regexp // nil until first used when loaded lazily
+	re      *regexp.Regexp // nil until first used when loaded lazily; never set for simple specs
 	once    sync.Once
 	reErr   error
 	hasMeta bool
 	lit     string // literal prefix every match starts with
+	// simple, unless notSimple, says that the regex is lit followed by
+	// nothing, "(/.*)?" or ".*", which matches compares as strings: seven
+	// in ten of refpolicy's specs, and no regex to compile or run for them.
+	simple simpleForm
+	// needs are strings that every match contains (see requiredLiterals):
+	// a key that lacks one is refused without running the regex.
+	needs []string
 }
+
+// simpleForm is the shape of a regex that is a literal plus a fixed tail.
+type simpleForm uint8
+
+const (
+	notSimple    simpleForm = iota
+	simpleExact             // LIT
+	simpleTree              // LIT(/.*)?: LIT and everything below it
+	simplePrefix            // LIT.*: everything that starts with LIT
+)
 
 type alias struct{ src, dst string }
 
@@ -85,17 +105,16 @@ type Contexts struct {
 	distSubs []alias  // FILE.subs_dist, later lines first
 	Files    []string // the files read, in order
 
-	// Lookups only try the specs that can match a key's first path
-	// component: byStem["/usr"] lists, as indices into specs in lookup
-	// order, the specs whose literal prefix starts with "/usr/"; generic
-	// lists those with no such prefix. A lookup merges the two lists. This
+	// Lookups only try the specs that can match the key: byLit["/usr/lib/"]
+	// lists, as ascending indices into specs, the specs whose literal
+	// prefix is exactly "/usr/lib/", and litLens holds the lengths such
+	// prefixes have, ascending. A lookup takes the lists of the key's
+	// prefixes of those lengths and merges them, latest spec first. This
 	// plays the part of libselinux's stem arrays and changes no result,
-	// since a spec can only match keys that start with its literal prefix.
-	// The generic specs are not copied into every stem's list: that would
-	// take stems × generic specs of memory, which a hostile file_contexts
-	// of a few hundred KB turns into gigabytes.
-	byStem  map[string][]int
-	generic []int
+	// since a spec can only match keys that start with its literal prefix;
+	// each spec is in one list, so memory stays linear in the specs.
+	byLit   map[string][]int
+	litLens []int
 }
 
 // LoadFileContexts reads path and, when they exist, path.homedirs and
@@ -179,27 +198,16 @@ func (c *Contexts) setSpecs(all []*Spec) {
 			c.specs = append(c.specs, s)
 		}
 	}
-	c.byStem = map[string][]int{}
-	c.generic = nil
+	c.byLit = map[string][]int{}
+	c.litLens = nil
 	for i, s := range c.specs {
-		if st := stemOf(s.lit); st == "" {
-			c.generic = append(c.generic, i)
-		} else {
-			c.byStem[st] = append(c.byStem[st], i)
+		if _, ok := c.byLit[s.lit]; !ok {
+			c.litLens = append(c.litLens, len(s.lit))
 		}
+		c.byLit[s.lit] = append(c.byLit[s.lit], i)
 	}
-}
-
-// stemOf returns the first path component of p with its leading slash
-// ("/usr" for "/usr/bin"), or "" when p has no second slash.
-func stemOf(p string) string {
-	if len(p) < 2 || p[0] != '/' {
-		return ""
-	}
-	if j := strings.IndexByte(p[1:], '/'); j >= 0 {
-		return p[:j+1]
-	}
-	return ""
+	sort.Ints(c.litLens)
+	c.litLens = slices.Compact(c.litLens)
 }
 
 // Specs returns the specs in lookup order (the last one is tried first).
@@ -236,6 +244,9 @@ func parseSpecs(r io.Reader, name string, lazy bool) ([]*Spec, error) {
 		}
 		s.hasMeta = hasMetaChars(s.Regex)
 		s.lit = literalPrefix(s.Regex)
+		if lit, form := simpleRegex(s.Regex); form != notSimple {
+			s.lit, s.simple = lit, form
+		}
 		if !lazy {
 			if err := s.compile(); err != nil {
 				return nil, fmt.Errorf("selinux: %s:%d: %w", name, line, err)
@@ -249,27 +260,121 @@ func parseSpecs(r io.Reader, name string, lazy bool) ([]*Spec, error) {
 	return specs, nil
 }
 
+// compile compiles the regex of a spec that needs one; a simple spec's
+// regex is valid by construction (see simpleRegex).
 func (s *Spec) compile() error {
+	if s.simple != notSimple {
+		return nil
+	}
 	s.once.Do(func() {
 		// PCRE2_DOTALL makes "." match newlines; PCRE's "$" also matches
 		// before a final newline, which "\n?$" reproduces under RE2.
-		re, err := regexp.Compile(`(?s)^(?:` + s.Regex + `)\n?$`)
+		expr := `(?s)^(?:` + s.Regex + `)\n?$`
+		re, err := regexp.Compile(expr)
 		if err != nil {
 			s.reErr = fmt.Errorf("regex %q: %w", s.Regex, err)
 			return
 		}
-		s.re = re
+		s.re, s.needs = re, requiredLiterals(expr)
 	})
 	return s.reErr
 }
 
+// requiredLiterals returns the literal strings of two bytes or more that
+// every match of expr, a regex that compiles, must contain: the literals
+// that its top-level concatenation is made of, looking into groups and
+// into "x+" (which matches x at least once). In refpolicy most of the
+// specs that reach the regex engine are like "/usr/(.*/)?lib64(/.*)?",
+// which needs "lib64": most keys lack it, and a search for it is much
+// cheaper than the regex.
+func requiredLiterals(expr string) []string {
+	re, err := syntax.Parse(expr, syntax.Perl)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	var walk func(*syntax.Regexp)
+	walk = func(re *syntax.Regexp) {
+		switch re.Op {
+		case syntax.OpLiteral:
+			if re.Flags&syntax.FoldCase == 0 && len(re.Rune) >= 2 {
+				out = append(out, string(re.Rune))
+			}
+		case syntax.OpConcat:
+			for _, sub := range re.Sub {
+				walk(sub)
+			}
+		case syntax.OpCapture, syntax.OpPlus:
+			walk(re.Sub[0])
+		}
+	}
+	walk(re)
+	return out
+}
+
 // matches reports whether the spec's regex matches key, compiling it first
-// when it was loaded lazily.
+// when it was loaded lazily. A simple spec is matched as the regex
+// (?s)^(?:R)\n?$ would match it: "." matches a newline, and a key may end
+// in one newline more than the regex says.
 func (s *Spec) matches(key string) bool {
+	switch s.simple {
+	case simpleExact:
+		rest, ok := strings.CutPrefix(key, s.lit)
+		return ok && (rest == "" || rest == "\n")
+	case simpleTree:
+		rest, ok := strings.CutPrefix(key, s.lit)
+		return ok && (rest == "" || rest == "\n" || rest[0] == '/')
+	case simplePrefix:
+		return strings.HasPrefix(key, s.lit)
+	}
 	if s.compile() != nil {
 		return false
 	}
+	for _, n := range s.needs {
+		if !strings.Contains(key, n) {
+			return false
+		}
+	}
 	return s.re.MatchString(key)
+}
+
+// simpleRegex splits re into a literal and one of the tails of
+// simpleForm. The literal may only hold printable ASCII other than the
+// regex syntax characters, and punctuation escaped with a backslash (which
+// Go's regexp, like PCRE, reads as the character itself), so that the
+// regex is always valid and the literal is what it matches; anything else
+// is notSimple and goes to the regex engine.
+func simpleRegex(re string) (string, simpleForm) {
+	var b strings.Builder
+	i := 0
+	for ; i < len(re); i++ {
+		c := re[i]
+		if c == '\\' {
+			if i+1 == len(re) || !isASCIIPunct(re[i+1]) {
+				return "", notSimple
+			}
+			i++
+			b.WriteByte(re[i])
+			continue
+		}
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(`.^$?*+|[](){}`, c) >= 0 {
+			break
+		}
+		b.WriteByte(c)
+	}
+	switch re[i:] {
+	case "":
+		return b.String(), simpleExact
+	case "(/.*)?":
+		return b.String(), simpleTree
+	case ".*":
+		return b.String(), simplePrefix
+	}
+	return "", notSimple
+}
+
+func isASCIIPunct(c byte) bool {
+	return c > ' ' && c < 0x7f && !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9')
 }
 
 // literalPrefix returns a prefix every string the regex matches starts with:
@@ -407,20 +512,31 @@ func (c *Contexts) Canonical(path string) string {
 // A spec with context None is returned as is.
 func (c *Contexts) Match(path string, t Type) *Spec {
 	key := c.Canonical(path)
-	gen, stem := c.generic, c.byStem[stemOf(key)]
-	// Walk both index lists from the end, highest index (latest spec)
-	// first, as one merged list.
-	for len(gen) > 0 || len(stem) > 0 {
-		var i int
-		if len(stem) == 0 || (len(gen) > 0 && gen[len(gen)-1] > stem[len(stem)-1]) {
-			i, gen = gen[len(gen)-1], gen[:len(gen)-1]
-		} else {
-			i, stem = stem[len(stem)-1], stem[:len(stem)-1]
+	var stack [16][]int
+	lists := stack[:0]
+	for _, n := range c.litLens {
+		if n > len(key) {
+			break
 		}
-		s := c.specs[i]
-		if !strings.HasPrefix(key, s.lit) {
-			continue
+		if l, ok := c.byLit[key[:n]]; ok {
+			lists = append(lists, l)
 		}
+	}
+	// Walk the lists from their ends as one merged list, highest index
+	// (latest spec) first.
+	for {
+		best := -1
+		for j, l := range lists {
+			if len(l) > 0 && (best < 0 || l[len(l)-1] > lists[best][len(lists[best])-1]) {
+				best = j
+			}
+		}
+		if best < 0 {
+			return nil
+		}
+		l := lists[best]
+		s := c.specs[l[len(l)-1]]
+		lists[best] = l[:len(l)-1]
 		if t != TypeAny && s.Type != TypeAny && s.Type != t {
 			continue
 		}
@@ -428,7 +544,6 @@ func (c *Contexts) Match(path string, t Type) *Spec {
 			return s
 		}
 	}
-	return nil
 }
 
 // Lookup returns the context for an absolute path of the given type, and

@@ -21,6 +21,10 @@ type Options struct {
 	// SBAT is an SBAT CSV whose first line is the "sbat,1,..." header; nil
 	// means ukify's default UKI entry.
 	SBAT []byte
+	// Spare is capacity to leave after the UKI, so that a signature can be
+	// appended without copying it (secureboot.CertTableRoom for
+	// secureboot.SignPEInPlace).
+	Spare int
 }
 
 // sbatHeader is the first line of every merged SBAT section (ukify's merge_sbat).
@@ -66,6 +70,13 @@ func Build(o Options) ([]byte, error) {
 	if ir := JoinInitrds(o.Initrds); len(ir) > 0 {
 		secs = append(secs, sec{".initrd", ir, data})
 	}
+	// One buffer for the whole UKI: the sections, .sbat (the lines of the
+	// stub, the kernel and ours), alignment, and o.Spare.
+	room := len(DefaultSBAT) + len(o.SBAT) + 4096 + int(im.FileAlign) + o.Spare
+	for _, s := range secs {
+		room += len(s.data) + int(im.FileAlign)
+	}
+	im.Grow(room)
 	for _, s := range secs {
 		if err := im.Append(pe.NewSection{Name: s.name, Data: s.data, Characteristics: s.chars}); err != nil {
 			return nil, fmt.Errorf("uki: %w", err)
