@@ -316,8 +316,10 @@ func (b *builder) usr(usr *erofs.Tree, man *background[*usrManifest], labels *ba
 	b.res.Files, b.res.UsrSize = len(u.Files), u.Size
 
 	b.step("usr: dm-verity hash tree")
-	// The seed already covers every byte that goes into the image (paths,
-	// metadata and file digests), so the salt needs no second read of it.
+	// The seed derives from the content (paths, modes, owners and file
+	// digests), so the salt needs no second read of the image. It does not
+	// cover every byte (mtimes, hard links), so it names the image's
+	// salt and UUIDs and must never be a cache key for its bytes.
 	seed := u.Seed
 	vp := verity.DefaultParams()
 	vp.Salt = verity.DeriveSalt(append([]byte("verity-salt"), seed[:]...))
